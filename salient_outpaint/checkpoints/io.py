@@ -1,0 +1,57 @@
+"""Reading and writing state dicts. Pickled files are opened only with `weights_only=True`,
+so a checkpoint cannot run code on load."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message says what was found and what to do."""
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except Exception as error:  # safetensors raises its own error types for damaged headers
+            raise CheckpointError(f"{path} is not a readable .safetensors file ({error})") from None
+    if path.suffix in PICKLE_SUFFIXES:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise CheckpointError(f"{path} could not be read as a weights-only PyTorch checkpoint ({error})") from None
+        # Lightning checkpoints (the original SD release) keep the weights under "state_dict".
+        state_dict = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
+        if not isinstance(state_dict, dict):
+            raise CheckpointError(f"{path} holds no state dict")
+        return {key: value for key, value in state_dict.items() if isinstance(value, torch.Tensor)}
+    raise CheckpointError(f"{path}: unknown checkpoint type {path.suffix!r}; expected .safetensors, "
+                          f"{', '.join(PICKLE_SUFFIXES)} or a diffusers folder")
+
+
+def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Write atomically: a crash leaves either the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {key: value.detach().contiguous().cpu() for key, value in state_dict.items()}
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(handle)
+    try:
+        if path.suffix == ".safetensors":
+            save_file(tensors, temporary)
+        else:
+            torch.save(tensors, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)

@@ -1,0 +1,69 @@
+"""ControlNet: a trainable copy of the U-Net's encoder half that steers the frozen U-Net.
+
+It reads the same 9-channel input as the U-Net plus a control image (here the inverted
+salient-object mask as 3 channels, white = background to paint, as in the authors' release),
+and returns one residual per U-Net skip connection and one for the middle block. Every
+residual passes a 1x1 convolution initialised to zero, so at the start of training the
+ControlNet adds nothing and the system is exactly the frozen SI2.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ControlNetConfig, UNetConfig
+from .layers import zero_module
+from .unet import ControlResiduals, DiffusionEncoder, UNet, encoder_skip_channels
+
+
+class ConditioningEmbedding(nn.Module):
+    """Small conv net taking the control image (B, 3, H, W) to the latent grid (B, C0, H/f, W/f).
+    Each level is a 3x3 conv and a strided 3x3 conv; the last conv is zero-initialised."""
+
+    def __init__(self, conditioning_channels: int, embedding_channels: tuple[int, ...], out_channels: int):
+        super().__init__()
+        self.conv_in = nn.Conv2d(conditioning_channels, embedding_channels[0], 3, padding=1)
+        blocks = []
+        for channels, next_channels in zip(embedding_channels[:-1], embedding_channels[1:]):
+            blocks.append(nn.Conv2d(channels, channels, 3, padding=1))
+            blocks.append(nn.Conv2d(channels, next_channels, 3, padding=1, stride=2))
+        self.blocks = nn.ModuleList(blocks)
+        self.conv_out = zero_module(nn.Conv2d(embedding_channels[-1], out_channels, 3, padding=1))
+
+    def forward(self, control_image: torch.Tensor) -> torch.Tensor:
+        x = F.silu(self.conv_in(control_image))
+        for block in self.blocks:
+            x = F.silu(block(x))
+        return self.conv_out(x)
+
+
+class ControlNet(DiffusionEncoder):
+    def __init__(self, unet_config: UNetConfig, config: ControlNetConfig):
+        super().__init__(unet_config)
+        self.controlnet_config = config
+        self.controlnet_cond_embedding = ConditioningEmbedding(
+            config.conditioning_channels, config.conditioning_embedding_channels, unet_config.block_out_channels[0])
+        self.controlnet_down_blocks = nn.ModuleList([
+            zero_module(nn.Conv2d(channels, channels, 1)) for channels in encoder_skip_channels(unet_config)])
+        channels = unet_config.block_out_channels[-1]
+        self.controlnet_mid_block = zero_module(nn.Conv2d(channels, channels, 1))
+
+    @classmethod
+    def from_unet(cls, unet: UNet, config: ControlNetConfig) -> "ControlNet":
+        """A ControlNet whose encoder starts as an exact copy of the U-Net's."""
+        controlnet = cls(unet.config, config)
+        encoder_weights = {key: value for key, value in unet.state_dict().items()
+                           if key.split(".")[0] in ("conv_in", "time_embedding", "down_blocks", "mid_block")}
+        missing, unexpected = controlnet.load_state_dict(encoder_weights, strict=False)
+        assert not unexpected and all(key.startswith("controlnet_") for key in missing)
+        return controlnet.to(unet.conv_in.weight.dtype)
+
+    def forward(self, latent_input: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                control_image: torch.Tensor, conditioning_scale: float = 1.0) -> ControlResiduals:
+        """latent_input (B, 9, h, w), control_image (B, 3, H, W) in [0, 1] -> residuals for the U-Net."""
+        time_embedding = self.embed_timesteps(timesteps, latent_input.shape[0], latent_input.dtype)
+        x = self.conv_in(latent_input) + self.controlnet_cond_embedding(control_image.to(latent_input.dtype))
+        x, skips = self.encode(x, time_embedding, context)
+        down = [zero_conv(skip) * conditioning_scale for zero_conv, skip in zip(self.controlnet_down_blocks, skips)]
+        return ControlResiduals(down=down, mid=self.controlnet_mid_block(x) * conditioning_scale)

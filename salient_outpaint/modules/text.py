@@ -1,0 +1,84 @@
+"""The OpenCLIP text transformer that turns a prompt into the (B, 77, D) context SD2 attends to.
+
+SD2 takes the hidden states after the *penultimate* block of OpenCLIP ViT-H/14's text tower
+and passes them through the final LayerNorm; the last block and the projection to the joint
+image-text space are never used. Parameter names follow open_clip, so an OpenCLIP or SD2
+checkpoint maps onto this module by prefix alone. The tokenizer is open_clip's (its BPE
+vocabulary ships inside the package, so nothing is downloaded).
+"""
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from ..config import TextEncoderConfig
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(OrderedDict([
+            ("c_fc", nn.Linear(width, 4 * width)), ("gelu", nn.GELU()), ("c_proj", nn.Linear(4 * width, width))]))
+
+    def forward(self, x: torch.Tensor, causal_mask: torch.Tensor) -> torch.Tensor:
+        normed = self.ln_1(x)
+        x = x + self.attn(normed, normed, normed, attn_mask=causal_mask, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: TextEncoderConfig):
+        super().__init__()
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock(config.width, config.heads)
+                                        for _ in range(config.layers)])
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, config: TextEncoderConfig):
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.width)
+        self.positional_embedding = nn.Parameter(torch.randn(config.context_length, config.width) * 0.01)
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        self.transformer = Transformer(config)
+        self.ln_final = nn.LayerNorm(config.width)
+        # Each token sees only itself and the tokens before it, as CLIP was trained.
+        mask = torch.full((config.context_length, config.context_length), float("-inf")).triu(1)
+        self.register_buffer("causal_mask", mask, persistent=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, 77) int64 -> context (B, 77, width)."""
+        x = self.token_embedding(tokens) + self.positional_embedding
+        mask = self.causal_mask.to(x.dtype)
+        for block in self.transformer.resblocks:
+            x = block(x, mask)
+        return self.ln_final(x)
+
+
+class Tokenizer:
+    """open_clip's BPE tokenizer; warns when a prompt is cut to fit the context."""
+
+    def __init__(self, context_length: int = 77):
+        import open_clip.tokenizer
+
+        self.bpe = open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
+        self.context_length = context_length
+
+    def __call__(self, prompts: list[str]) -> torch.Tensor:
+        for prompt in prompts:
+            length = len(self.bpe.encode(prompt)) + 2  # + start and end tokens
+            if length > self.context_length:
+                warnings.warn(f"prompt has {length} tokens and was truncated to {self.context_length}: "
+                              f"{prompt[:60]!r}...", stacklevel=2)
+        return self.bpe(prompts, context_length=self.context_length)  # (B, 77), zero-padded
+
+
+def encode_prompts(text_encoder: TextEncoder, tokenizer: Tokenizer, prompts: list[str]) -> torch.Tensor:
+    tokens = tokenizer(prompts).to(text_encoder.token_embedding.weight.device)
+    return text_encoder(tokens)

@@ -1,0 +1,17 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="salient-outpaint",
+    version="0.1.0",
+    description="Salient object-aware background generation: SD2 inpainting + a mask ControlNet, in pure PyTorch",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["salient_outpaint", "salient_outpaint.*"]),
+    # torch and torchvision stay unpinned so that pip picks a matching pair (open_clip needs torchvision).
+    install_requires=["torch", "torchvision", "numpy", "safetensors", "open-clip-torch", "einops", "tqdm", "pillow"],
+    extras_require={
+        "test": ["pytest"],
+        "sam": ["segment-anything"],
+    },
+)
