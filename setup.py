@@ -11,7 +11,8 @@ setup(
     # torch and torchvision stay unpinned so that pip picks a matching pair (open_clip needs torchvision).
     install_requires=["torch", "torchvision", "numpy", "safetensors", "open-clip-torch", "einops", "tqdm", "pillow"],
     extras_require={
-        "test": ["pytest"],
+        # The test extra brings the reference packages the evaluation metrics are compared against.
+        "test": ["pytest", "scipy", "lpips", "pytorch-fid", "segment-anything"],
         "sam": ["segment-anything"],
     },
 )

@@ -150,12 +150,15 @@ def load_checkpoint(path: str | Path, models: Models, prefer_ema: bool = True) -
 LAYOUTS = ("ldm", "cldm", "diffusers")
 
 
-def save_checkpoint(models: Models, destination: str | Path, layout: str) -> Path:
+def save_checkpoint(models: Models, destination: str | Path, layout: str,
+                    components: list[str] | None = None) -> Path:
     """Write in one of `LAYOUTS`: `ldm` (one file with every built component, the ControlNet under
     control_model.*), `cldm` (the ControlNet alone, lllyasviel's layout) or `diffusers` (a folder with
-    one sub-folder per component, the ControlNet's with the config.json diffusers needs)."""
+    one sub-folder per component, the ControlNet's with the config.json diffusers needs).
+    `components` limits what is written (default: every built network)."""
     destination = Path(destination)
-    modules = models.components()
+    modules = {name: module for name, module in models.components().items()
+               if components is None or name in components}
     if layout == "ldm":
         maps = ldm_maps(models)
         foreign = {}

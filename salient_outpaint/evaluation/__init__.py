@@ -1,0 +1,10 @@
+"""How good a generated background is, and how much it grew the object.
+
+  expansion.py      object expansion E = area(m_out ∪ m_in) − area(m_in), prompt points, summaries
+  segmenters.py     finding the object again in a generated image: SAM, or colour for the toy world
+  fid.py            Fréchet distance between feature statistics (FID)
+  fid_inception.py  the Inception-v3 variant whose pool features FID is defined on
+  lpips.py          LPIPS distance and the diversity of several samples
+  clip_score.py     CLIP score of image vs prompt, CLIP similarity of the object before vs after
+  report.py         per-image records -> JSON summary and Markdown tables
+"""
