@@ -128,10 +128,13 @@ def component_file(folder: Path) -> Path | None:
 
 
 def load_checkpoint(path: str | Path, models: Models, prefer_ema: bool = True) -> list[str]:
-    """Load every component the checkpoint holds into `models`; returns their names."""
+    """Load every component the checkpoint holds into `models`; returns their names.
+    A diffusers folder's ControlNet is left out when `models` has none (the SI2 baseline)."""
     path = Path(path)
     if path.is_dir():
-        folders = [path / name for name in diffusers.COMPONENT_FOLDERS if (path / name).is_dir()] or [path]
+        wanted = [name for name in diffusers.COMPONENT_FOLDERS
+                  if name != "controlnet" or models.controlnet is not None]
+        folders = [path / name for name in wanted if (path / name).is_dir()] or [path]
         files = [component_file(folder) for folder in folders]
         if not any(files):
             raise CheckpointError(f"{path} holds no weights: expected diffusers component folders "

@@ -1,0 +1,39 @@
+"""How an object photo and its mask become what SI2 and the ControlNet read.
+
+Three masks meet here, and mixing them up is the classic bug:
+  object_mask  1 = the salient object (what salient-object datasets ship)
+  paint_mask   1 = the region the inpainting model paints (= 1 - object_mask when outpainting)
+  control      the paint mask as a 3-channel image in [0, 1] (white = background to paint),
+               the ControlNet's input in the authors' release
+Training and sampling both build their inputs with these functions, so they cannot disagree.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def paint_mask_from_object(object_mask: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) object mask -> (B, 1, H, W) mask of the background to paint."""
+    return 1.0 - object_mask
+
+
+def masked_image(image: torch.Tensor, paint_mask: torch.Tensor) -> torch.Tensor:
+    """Blank (set to 0, mid-grey in [-1, 1]) the region to paint, as SD inpainting was trained."""
+    return image * (paint_mask < 0.5)
+
+
+def control_image(paint_mask: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) paint mask -> (B, 3, H, W) control image in [0, 1]."""
+    return paint_mask.expand(-1, 3, -1, -1)
+
+
+def latent_mask(paint_mask: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor:
+    """The paint mask at latent resolution, nearest-neighbour as in the SD inpainting pipeline."""
+    return F.interpolate(paint_mask, size=latent_size, mode="nearest")
+
+
+def unet_input(noisy_latents: torch.Tensor, mask_latent: torch.Tensor,
+               masked_image_latents: torch.Tensor) -> torch.Tensor:
+    """The 9 channels SI2 reads: (B, 4) noisy latents + (B, 1) mask + (B, 4) masked-image latents."""
+    return torch.cat([noisy_latents, mask_latent, masked_image_latents], dim=1)

@@ -1,0 +1,1 @@
+"""Datasets (salient-object folders, COCO, the synthetic toy world), masks and image files."""

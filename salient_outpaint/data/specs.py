@@ -1,0 +1,47 @@
+"""Datasets named on the command line (`--data SPEC [SPEC ...]`):
+
+  toy[:N]                          N scenes of the synthetic toy world (default 10000)
+  salient:ROOT[:CAPTIONS]          a salient-object folder (ROOT/images, ROOT/masks), captions
+                                   from a JSONL/CSV file (see docs/datasets.md)
+  coco:IMAGES:CAPTIONS_JSON:MASKS  COCO images, COCO caption annotations, a folder of masks
+
+Several specs form a weighted mixture (`--data-weights`, default equal).
+"""
+from __future__ import annotations
+
+from torch.utils.data import Dataset
+
+MIXTURE_LENGTH_PER_DATASET = 100_000
+
+
+def build_one(spec: str, size: int, seed: int) -> Dataset:
+    kind, _, rest = spec.partition(":")
+    parts = rest.split(":") if rest else []
+    if kind == "toy":
+        from .synthetic import ToyWorldDataset
+
+        return ToyWorldDataset(num_items=int(parts[0]) if parts else 10_000, size=size, seed=seed, split="train")
+    if kind == "salient" and 1 <= len(parts) <= 2:
+        from .datasets import SalientFolderDataset, load_captions
+
+        captions = load_captions(parts[1]) if len(parts) == 2 else None
+        return SalientFolderDataset(parts[0], size=size, captions=captions, seed=seed)
+    if kind == "coco" and len(parts) == 3:
+        from .datasets import CocoDataset
+
+        return CocoDataset(parts[0], parts[1], parts[2], size=size, seed=seed)
+    raise ValueError(f"cannot read the dataset spec {spec!r}; expected toy[:N], salient:ROOT[:CAPTIONS] "
+                     "or coco:IMAGES:CAPTIONS_JSON:MASKS")
+
+
+def build_dataset(specs: tuple[str, ...], weights: tuple[float, ...], size: int, seed: int) -> Dataset:
+    """One dataset, or a weighted mixture of several. Every returned dataset has `set_epoch`."""
+    if not specs:
+        raise ValueError("no dataset given; pass --data (e.g. --data toy)")
+    datasets = [build_one(spec, size, seed) for spec in specs]
+    if len(datasets) == 1:
+        return datasets[0]
+    from .datasets import MixtureDataset
+
+    return MixtureDataset(datasets, list(weights) or [1.0] * len(datasets),
+                          length=MIXTURE_LENGTH_PER_DATASET * len(datasets), seed=seed)

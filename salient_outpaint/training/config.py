@@ -1,0 +1,56 @@
+"""What a training run is: one frozen dataclass, saved inside every checkpoint."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+STAGES = ("vae", "unet", "controlnet")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # stage "controlnet" is the paper: the ControlNet learns on object masks, everything else frozen.
+    # "vae" and "unet" train the toy world's own autoencoder and inpainting U-Net (pretrained SD2
+    # weights take their place for real images).
+    stage: str = "controlnet"
+    preset: str = "toy"
+    init: tuple[str, ...] = ()  # checkpoints loaded before training (any layout the loader reads)
+    data: tuple[str, ...] = ("toy",)  # dataset specs, see salient_outpaint/data/specs.py
+    data_weights: tuple[float, ...] = ()  # mixture weights, one per spec (default: equal)
+    out_dir: str = "runs/controlnet"
+    resolution: int = 64
+    steps: int = 1000
+    batch_size: int = 16  # per process and micro-step
+    grad_accumulation: int = 1
+    learning_rate: float = 1e-4
+    warmup_steps: int = 0
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    ema_decay: float = 0.0  # 0 turns EMA off
+    objective: str = ""  # "epsilon" or "v_prediction"; empty: the preset's
+    precision: str = "fp32"  # autocast dtype for the forward pass: fp32, bf16 or fp16
+    frozen_dtype: str = "fp32"  # dtype the frozen networks are stored in
+    gradient_checkpointing: bool = False
+    empty_prompt_probability: float = 0.1  # keeps classifier-free guidance possible
+    kl_weight: float = 1e-6  # VAE stage only
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 200
+    validate_every: int = 0  # 0: no validation images
+    resume: bool = False
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}; choose one of {', '.join(STAGES)}")
+        for name, value in (("precision", self.precision), ("frozen_dtype", self.frozen_dtype)):
+            if value not in ("fp32", "bf16", "fp16"):
+                raise ValueError(f"{name} must be fp32, bf16 or fp16, not {value!r}")
+        if self.data_weights and len(self.data_weights) != len(self.data):
+            raise ValueError("give one --data-weights value per --data spec")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

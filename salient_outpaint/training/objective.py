@@ -1,0 +1,125 @@
+"""The loss of each training stage, as one module so that DDP can wrap it whole.
+
+Only the stage's trainable networks have `requires_grad`; DDP synchronises just those.
+Every random draw of a sample comes from that sample's own generator, in a fixed order
+(mask, then posterior noise, then timestep, then diffusion noise), so a batch's loss is a pure
+function of its positions in the data stream.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import conditioning
+from ..data.masks import dilate, erode, random_inpainting_mask
+from ..modules.models import Models
+from ..modules.text import Tokenizer
+from ..sampling.schedule import add_noise, alphas_cumprod, velocity
+
+
+def per_sample_randn(generators: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.stack([torch.randn(shape, generator=generator) for generator in generators])
+
+
+def per_sample_uniform(generators: list[torch.Generator]) -> torch.Tensor:
+    return torch.stack([torch.rand((), generator=generator) for generator in generators])
+
+
+class TrainingObjective(nn.Module):
+    def __init__(self, models: Models, stage: str, objective: str, empty_prompt_probability: float,
+                 kl_weight: float):
+        super().__init__()
+        self.stage, self.objective, self.kl_weight = stage, objective, kl_weight
+        self.empty_prompt_probability = empty_prompt_probability
+        self.config = models.config
+        self.networks = nn.ModuleDict(models.components())
+        self.tokenizer = Tokenizer(models.config.text.context_length)
+        self.register_buffer("alphas_cumprod", alphas_cumprod(models.config.schedule).float(), persistent=False)
+        self.text_cache: dict[str, torch.Tensor] = {}  # frozen text encoder: each caption is encoded once
+
+    def forward(self, images, object_masks, captions, generators):
+        if self.stage == "vae":
+            return self.vae_loss(images, generators)
+        return self.diffusion_loss(images, object_masks, captions, generators)
+
+    def vae_loss(self, images, generators):
+        """Reconstruction (L1 + L2) plus a small KL term; SD's VAE also had perceptual and GAN terms,
+        which the toy world does without."""
+        posterior = self.networks["vae"].encode(images)
+        noise = per_sample_randn(generators, tuple(posterior.mean.shape[1:])).to(images.device)
+        reconstruction = self.networks["vae"].decode(posterior.mean + posterior.std * noise)
+        per_pixel = F.l1_loss(reconstruction, images) + F.mse_loss(reconstruction, images)
+        return per_pixel + self.kl_weight * posterior.kl().mean()
+
+    def encode_text(self, captions: list[str]) -> torch.Tensor:
+        encoder = self.networks["text_encoder"]
+        device = encoder.token_embedding.weight.device
+        if any(p.requires_grad for p in encoder.parameters()):
+            return encoder(self.tokenizer(captions).to(device))
+        missing = sorted(set(captions) - set(self.text_cache))
+        if missing:
+            with torch.no_grad():
+                for caption, embedding in zip(missing, encoder(self.tokenizer(missing).to(device))):
+                    self.text_cache[caption] = embedding
+        return torch.stack([self.text_cache[caption] for caption in captions])
+
+    def paint_masks(self, object_masks, generators):
+        """ControlNet stage: paint exactly the background (the paper). U-Net stage: the masks SD
+        inpainting was trained with (random strokes and boxes, sometimes everything), plus masks
+        that hide the object with some of its surroundings, and masks that paint the background
+        of a slightly *shrunk* object. The last two stand in for what SI2 met in its data: mask
+        edges that do not follow object edges. From them the U-Net learns that the object may go
+        on past the mask's edge: the habit that grows objects when outpainting, which the
+        ControlNet is then trained to stop."""
+        if self.stage == "controlnet":
+            return conditioning.paint_mask_from_object(object_masks)
+        height, width = object_masks.shape[-2:]
+        masks = []
+        for object_mask, generator in zip(object_masks, generators):
+            choice = float(torch.rand((), generator=generator))
+            if choice < 0.2:  # the object and some of its surroundings
+                masks.append(dilate(object_mask, 4))
+            elif choice < 0.3:
+                masks.append(torch.ones_like(object_mask))
+            elif choice < 0.5:  # the background of a shrunk object
+                pixels = int(torch.randint(1, 5, (), generator=generator))
+                masks.append(conditioning.paint_mask_from_object(erode(object_mask, pixels)))
+            else:
+                masks.append(random_inpainting_mask(height, width, generator).to(object_mask).reshape_as(object_mask))
+        return torch.stack(masks)
+
+    def diffusion_loss(self, images, object_masks, captions, generators):
+        device = images.device
+        paint_mask = self.paint_masks(object_masks.cpu(), generators).to(device)
+        keep_prompt = per_sample_uniform(generators) >= self.empty_prompt_probability
+        captions = [caption if keep else "" for caption, keep in zip(captions, keep_prompt.tolist())]
+        vae, scale = self.networks["vae"], self.config.vae.scaling_factor
+        with torch.no_grad():
+            frozen_dtype = next(vae.parameters()).dtype
+            image_posterior = vae.encode(images.to(frozen_dtype))
+            masked_posterior = vae.encode(conditioning.masked_image(images, paint_mask).to(frozen_dtype))
+            latent_shape = tuple(image_posterior.mean.shape[1:])
+            latents = (image_posterior.mean + image_posterior.std * per_sample_randn(generators, latent_shape).to(
+                device)) * scale
+            masked_latents = (masked_posterior.mean + masked_posterior.std * per_sample_randn(
+                generators, latent_shape).to(device)) * scale
+        timesteps = torch.stack([torch.randint(0, len(self.alphas_cumprod), (), generator=g)
+                                 for g in generators]).to(device)
+        noise = per_sample_randn(generators, latent_shape).to(device)
+        latents, masked_latents = latents.float(), masked_latents.float()
+        noisy = add_noise(latents, noise, timesteps, self.alphas_cumprod)
+        unet_input = conditioning.unet_input(noisy, conditioning.latent_mask(paint_mask, latent_shape[-2:]),
+                                             masked_latents)
+        context = self.encode_text(captions)
+        unet = self.networks["unet"]
+        unet_dtype = unet.conv_in.weight.dtype
+        control = None
+        if self.stage == "controlnet":
+            control = self.networks["controlnet"](unet_input, timesteps, context,
+                                                  conditioning.control_image(paint_mask))
+            control.down = [residual.to(unet_dtype) for residual in control.down]
+            control.mid = control.mid.to(unet_dtype)
+        prediction = unet(unet_input.to(unet_dtype), timesteps, context.to(unet_dtype), control).float()
+        target = noise if self.objective == "epsilon" else velocity(latents, noise, timesteps, self.alphas_cumprod)
+        return F.mse_loss(prediction, target)

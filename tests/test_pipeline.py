@@ -1,0 +1,222 @@
+"""OutpaintPipeline and sample.py on random TOY weights: determinism, the SI2 baseline, bad input."""
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import sample as sample_cli
+from salient_outpaint.checkpoints import save_checkpoint
+from salient_outpaint.config import TOY
+from salient_outpaint.modules import build_models
+from salient_outpaint.pipeline import InputError, OutpaintPipeline, SamplingOptions
+
+FAST = SamplingOptions(steps=3, guidance=3.0)
+
+
+def perturbed_models(with_controlnet=True):
+    """Random TOY models whose ControlNet really acts: its zero convolutions are shifted off zero."""
+    torch.manual_seed(0)
+    models = build_models(TOY, with_controlnet=with_controlnet)
+    if with_controlnet:
+        with torch.no_grad():
+            for parameter in models.controlnet.parameters():
+                parameter.add_(0.02 * torch.randn_like(parameter))
+    return models
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return OutpaintPipeline(perturbed_models())
+
+
+def scene(height=64, width=64):
+    image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    mask = torch.zeros(1, height, width)
+    mask[:, height // 4: height // 2, width // 4: width // 2] = 1
+    return image, mask
+
+
+def run(pipeline, options=FAST, seed=0, **kwargs):
+    image, mask = kwargs.pop("inputs", scene())
+    return pipeline(image, mask, "a red star in front of a brick wall", num_images=2, options=options,
+                    generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpm++2m"])
+def test_same_seed_same_images_other_seed_other_images(pipeline, sampler):
+    options = SamplingOptions(steps=3, guidance=3.0, sampler=sampler)
+    first, again, other = run(pipeline, options, 1), run(pipeline, options, 1), run(pipeline, options, 2)
+    assert first.shape == (2, 3, 64, 64)
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)
+
+
+def test_control_scale_zero_is_the_si2_baseline(pipeline):
+    models = pipeline.models
+    baseline = OutpaintPipeline(type(models)(config=models.config, vae=models.vae, unet=models.unet,
+                                             text_encoder=models.text_encoder, controlnet=None))
+    without_control = run(pipeline, SamplingOptions(steps=3, guidance=3.0, control_scale=0.0))
+    assert torch.equal(without_control, run(baseline))
+    assert not torch.allclose(without_control, run(pipeline))  # the ControlNet does act at scale 1
+
+
+def test_any_size_is_padded_and_restored(pipeline):
+    images = run(pipeline, inputs=scene(50, 70))
+    assert images.shape == (2, 3, 50, 70)
+
+
+def test_paste_back_keeps_the_object_pixels_exactly(pipeline):
+    image, mask = scene()
+    images = run(pipeline, SamplingOptions(steps=2, guidance=3.0, paste_back=True, feather=2), inputs=(image, mask))
+    inner = torch.zeros_like(mask, dtype=torch.bool)
+    inner[:, 64 // 4 + 2: 64 // 2 - 2, 64 // 4 + 2: 64 // 2 - 2] = True  # 2 px inside the object's edge
+    assert torch.equal(images[0][:, inner[0]], image[:, inner[0]])
+    assert not torch.equal(images[0][:, ~mask[0].bool()], image[:, ~mask[0].bool()])
+
+
+@pytest.mark.parametrize("mask_value, message", [(0.0, "empty"), (1.0, "whole image")])
+def test_masks_that_leave_nothing_to_do_are_refused(pipeline, mask_value, message):
+    image, _ = scene()
+    with pytest.raises(InputError, match=message):
+        pipeline(image, torch.full((1, 64, 64), mask_value), "a prompt", options=FAST)
+
+
+def test_mask_of_another_size_is_refused(pipeline):
+    image, _ = scene()
+    with pytest.raises(InputError, match=r"mask is \(32, 32\).*image is \(64, 64\)"):
+        pipeline(image, torch.ones(1, 32, 32), "a prompt", options=FAST)
+
+
+def test_soft_mask_is_binarised_with_a_warning(pipeline):
+    image, mask = scene()
+    with pytest.warns(UserWarning, match="binarised"):
+        soft = run(pipeline, inputs=(image, mask * 0.9))
+    assert torch.equal(soft, run(pipeline, inputs=(image, mask)))
+
+
+def test_too_long_prompt_is_truncated_with_a_warning(pipeline):
+    image, mask = scene()
+    with pytest.warns(UserWarning, match="truncat"):
+        pipeline(image, mask, "brick " * 200, options=FAST)
+
+
+# sample.py: every error is one line on stderr and exit code 2.
+
+@pytest.fixture(scope="module")
+def toy_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("toy_weights")
+    save_checkpoint(perturbed_models(), folder, "diffusers")
+    return folder
+
+
+def write_inputs(folder: Path, image_size=(64, 64), mask_size=(64, 64)):
+    Image.new("RGB", image_size, (20, 120, 200)).save(folder / "object.png")
+    mask = Image.new("L", mask_size, 0)
+    mask.paste(255, (16, 16, 40, 40))
+    mask.save(folder / "mask.png")
+    return folder / "object.png", folder / "mask.png"
+
+
+def cli(folder, toy_folder, *extra):
+    image, mask = write_inputs(folder)
+    return sample_cli.main(["--image", str(image), "--mask", str(mask), "--prompt", "a red star", "--steps", "2",
+                            "--num-images", "2", "--out", str(folder / "out"), "--checkpoint", str(toy_folder),
+                            "--preset", "toy", *extra])
+
+
+def test_sample_cli_writes_images_and_a_grid(tmp_path, toy_folder):
+    assert cli(tmp_path, toy_folder) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["grid.png", "image_00.png", "image_01.png"]
+
+
+def test_sample_cli_control_scale_zero_equals_no_controlnet(tmp_path, toy_folder):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert cli(tmp_path / "a", toy_folder, "--control-scale", "0") == 0
+    assert cli(tmp_path / "b", toy_folder, "--no-controlnet") == 0
+    first = Image.open(tmp_path / "a" / "out" / "image_00.png").tobytes()
+    assert first == Image.open(tmp_path / "b" / "out" / "image_00.png").tobytes()
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: "), err
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def test_sample_cli_missing_image(tmp_path, toy_folder, capsys):
+    code = sample_cli.main(["--image", str(tmp_path / "nope.png"), "--prompt", "x", "--checkpoint", str(toy_folder),
+                            "--preset", "toy"])
+    assert code == 2 and "does not exist" in error_line(capsys)
+
+
+def test_sample_cli_unreadable_image(tmp_path, toy_folder, capsys):
+    (tmp_path / "broken.png").write_bytes(b"not a png at all")
+    code = sample_cli.main(["--image", str(tmp_path / "broken.png"), "--mask", str(tmp_path / "broken.png"),
+                            "--prompt", "x", "--checkpoint", str(toy_folder), "--preset", "toy"])
+    assert code == 2 and "cannot read the image" in error_line(capsys)
+
+
+def test_sample_cli_mask_of_another_size(tmp_path, toy_folder, capsys):
+    image, _ = write_inputs(tmp_path)
+    (tmp_path / "small").mkdir()
+    _, mask = write_inputs(tmp_path / "small", image_size=(32, 32), mask_size=(32, 32))
+    code = sample_cli.main(["--image", str(image), "--mask", str(mask), "--prompt", "x", "--checkpoint",
+                            str(toy_folder), "--preset", "toy", "--out", str(tmp_path / "out")])
+    assert code == 2 and "give a mask of the image's size" in error_line(capsys)
+
+
+def test_sample_cli_rgb_without_mask_or_plain_backdrop(tmp_path, toy_folder, capsys):
+    noisy = Image.fromarray((torch.rand(32, 32, 3) * 255).to(torch.uint8).numpy())
+    noisy.save(tmp_path / "photo.png")
+    code = sample_cli.main(["--image", str(tmp_path / "photo.png"), "--prompt", "x", "--checkpoint", str(toy_folder),
+                            "--preset", "toy"])
+    assert code == 2 and "--mask" in error_line(capsys)
+
+
+def test_sample_cli_missing_prompt(tmp_path, toy_folder, capsys):
+    image, mask = write_inputs(tmp_path)
+    code = sample_cli.main(["--image", str(image), "--mask", str(mask), "--checkpoint", str(toy_folder)])
+    assert code == 2 and "--prompt" in error_line(capsys)
+
+
+def test_sample_cli_checkpoint_of_the_wrong_kind(tmp_path, capsys):
+    """A text-to-image U-Net (4 input channels) where the 9-channel inpainting one is expected."""
+    torch.manual_seed(0)
+    models = build_models(TOY)
+    wrong = save_checkpoint(models, tmp_path / "weights", "diffusers")
+    from safetensors.torch import load_file, save_file
+    unet_file = wrong / "unet" / "diffusion_pytorch_model.safetensors"
+    weights = load_file(unet_file)
+    weights["conv_in.weight"] = weights["conv_in.weight"][:, :4].contiguous()
+    save_file(weights, unet_file)
+    image, mask = write_inputs(tmp_path)
+    code = sample_cli.main(["--image", str(image), "--mask", str(mask), "--prompt", "x", "--checkpoint", str(wrong),
+                            "--preset", "toy", "--out", str(tmp_path / "out")])
+    assert code == 2 and "text-to-image" in error_line(capsys)
+
+
+def test_sample_cli_without_controlnet_weights_says_what_to_pass(tmp_path, capsys):
+    torch.manual_seed(0)
+    folder = save_checkpoint(build_models(TOY, with_controlnet=False), tmp_path / "weights", "diffusers")
+    image, mask = write_inputs(tmp_path)
+    code = sample_cli.main(["--image", str(image), "--mask", str(mask), "--prompt", "x", "--checkpoint", str(folder),
+                            "--preset", "toy"])
+    assert code == 2 and "--no-controlnet" in error_line(capsys)
+
+
+def test_sample_cli_warns_about_soft_masks_in_one_line(tmp_path, toy_folder, capsys):
+    image, _ = write_inputs(tmp_path)
+    soft = Image.new("L", (64, 64), 0)
+    soft.paste(200, (16, 16, 40, 40))
+    soft.save(tmp_path / "soft.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        code = sample_cli.main(["--image", str(image), "--mask", str(tmp_path / "soft.png"), "--prompt", "x",
+                                "--steps", "1", "--num-images", "1", "--checkpoint", str(toy_folder), "--preset",
+                                "toy", "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert "warning: the mask was not binary" in capsys.readouterr().err

@@ -1,0 +1,71 @@
+"""The synthetic toy world and the mask utilities it trains with."""
+import torch
+
+from salient_outpaint.data.masks import dilate, erode, feathered_paste, random_inpainting_mask
+from salient_outpaint.data.synthetic import (BACKGROUNDS, ToyWorldDataset, background_signatures,
+                                             classify_background)
+
+
+def test_scenes_are_a_pure_function_of_seed_split_epoch_and_index():
+    first, again = ToyWorldDataset(8, seed=1), ToyWorldDataset(8, seed=1)
+    for index in range(8):
+        a, b = first[index], again[index]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+        assert a["caption"] == b["caption"]
+    first.set_epoch(1)
+    assert not torch.equal(first[0]["image"], again[0]["image"])  # training draws new scenes each epoch
+    held_out = ToyWorldDataset(8, seed=1, split="test")
+    held_out.set_epoch(5)
+    assert torch.equal(held_out[0]["image"], ToyWorldDataset(8, seed=1, split="test")[0]["image"])
+    assert not torch.equal(held_out[0]["image"], again[0]["image"])
+
+
+def test_a_scene_is_an_image_a_binary_object_mask_and_a_caption_naming_both():
+    for item in (ToyWorldDataset(20, size=64)[index] for index in range(20)):
+        assert item["image"].shape == (3, 64, 64) and item["mask"].shape == (1, 64, 64)
+        assert item["image"].min() >= -1 and item["image"].max() <= 1
+        assert set(item["mask"].unique().tolist()) == {0.0, 1.0}
+        assert 0.02 < item["mask"].mean() < 0.5
+        assert item["colour"] in item["caption"] and item["shape"] in item["caption"]
+        assert item["caption"].endswith(BACKGROUNDS[item["background"]])
+        object_pixels = item["image"][:, item["mask"][0].bool()]
+        assert object_pixels.std(dim=1).max() < 0.35 or item["texture"] == "striped"
+
+
+def test_backgrounds_are_recognised_from_their_colours():
+    signatures = background_signatures()
+    scenes = ToyWorldDataset(100, split="test")
+    correct = sum(classify_background(scenes[i]["image"], scenes[i]["mask"], signatures) == scenes[i]["background"]
+                  for i in range(len(scenes)))
+    assert correct >= 95
+    noise = torch.rand(3, 64, 64) * 2 - 1
+    assert classify_background(noise, torch.zeros(1, 64, 64), signatures) in BACKGROUNDS
+
+
+def test_dilate_and_erode_move_the_edge_by_the_given_pixels():
+    mask = torch.zeros(1, 32, 32)
+    mask[:, 10:20, 10:20] = 1
+    assert dilate(mask, 2).sum() == 14 * 14
+    assert erode(mask, 3).sum() == 4 * 4
+    assert torch.equal(erode(dilate(mask, 2), 2), mask)
+
+
+def test_random_inpainting_masks_vary_and_are_reproducible():
+    masks = [random_inpainting_mask(64, 64, torch.Generator().manual_seed(seed)) for seed in range(50)]
+    coverage = torch.stack([mask.mean() for mask in masks])
+    assert coverage.min() > 0 and coverage.max() < 1
+    assert coverage.max() - coverage.min() > 0.3
+    assert torch.equal(masks[7], random_inpainting_mask(64, 64, torch.Generator().manual_seed(7)))
+
+
+def test_feathered_paste_keeps_the_object_core_and_the_generated_background():
+    generated, original = torch.zeros(2, 3, 32, 32), torch.ones(1, 3, 32, 32)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:24, 8:24] = 1
+    pasted = feathered_paste(generated, original, mask, feather=2)
+    assert torch.equal(pasted[..., 10:22, 10:22], torch.ones(2, 3, 12, 12))  # 2 px inside the edge: exact
+    assert torch.equal(pasted[..., :8, :], torch.zeros(2, 3, 8, 32))  # outside: untouched
+    edge = pasted[0, 0, 16, 8]
+    assert 0 < edge < 1  # the edge blends
+    assert torch.equal(feathered_paste(generated, original, mask, feather=0)[..., 8:24, 8:24],
+                       torch.ones(2, 3, 16, 16))

@@ -1,0 +1,97 @@
+"""Train the ControlNet on a frozen SD2-inpainting (the paper), or the toy world's own networks.
+
+  # the paper: ControlNet on salient-object data, SI2 frozen
+  python train.py --preset sd2-inpaint --init weights/stable-diffusion-2-inpainting \\
+      --data salient:data/DUTS-TR:data/duts_captions.jsonl coco:coco/train2017:coco/captions.json:coco/masks \\
+      --resolution 512 --batch-size 4 --precision bf16 --frozen-dtype bf16 --gradient-checkpointing
+  # the same on N GPUs (--batch-size is per process)
+  torchrun --nproc_per_node=N train.py ...
+  # continue a run where it stopped
+  python train.py ... --resume
+  # time one training step
+  python train.py --preset toy --benchmark 5
+
+Every flag below is a field of salient_outpaint/training/config.py:TrainConfig.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from salient_outpaint.config import PRESETS
+from salient_outpaint.training.config import STAGES, TrainConfig
+
+HELP = {
+    "stage": f"what to train: {', '.join(STAGES)} (controlnet is the paper; vae and unet build the toy world)",
+    "preset": f"architecture: {', '.join(PRESETS)}",
+    "init": "checkpoints to load first (files or folders in any layout the loader reads); "
+            "a ControlNet not among them starts as a copy of the loaded U-Net",
+    "data": "dataset specs: toy[:N], salient:ROOT[:CAPTIONS], coco:IMAGES:CAPTIONS_JSON:MASKS",
+    "data_weights": "mixture weights, one per --data spec",
+    "out_dir": "where the checkpoint, exported weights (out_dir/weights) and log.jsonl go",
+    "resolution": "training image size (square crops)",
+    "steps": "optimizer steps in total (a resumed run stops at the same total)",
+    "batch_size": "samples per process and micro-step",
+    "grad_accumulation": "micro-steps per optimizer step",
+    "learning_rate": "AdamW learning rate after warmup",
+    "warmup_steps": "linear warmup steps",
+    "weight_decay": "AdamW weight decay",
+    "max_grad_norm": "gradient clipping norm",
+    "ema_decay": "EMA decay of the trained weights (0: off); exported weights are the EMA",
+    "objective": "epsilon or v_prediction (default: the preset's)",
+    "precision": "autocast dtype of the forward pass: fp32, bf16, fp16",
+    "frozen_dtype": "dtype the frozen networks are kept in: fp32, bf16, fp16",
+    "gradient_checkpointing": "recompute activations in the backward pass to save memory",
+    "empty_prompt_probability": "fraction of captions replaced by '' (for classifier-free guidance)",
+    "kl_weight": "KL weight of the VAE stage",
+    "seed": "seed of the initial weights, data order and every per-sample random draw",
+    "log_every": "steps between log lines",
+    "checkpoint_every": "steps between checkpoints",
+    "validate_every": "steps between validation image grids (0: none)",
+    "resume": "continue from out_dir/checkpoint.pt if it exists",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, int]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        if field.type == "bool":
+            parser.add_argument(flag, action="store_true", help=HELP[field.name])
+        elif field.type.startswith("tuple"):
+            item_type = float if "float" in field.type else str
+            parser.add_argument(flag, nargs="+", type=item_type, default=list(field.default), help=HELP[field.name])
+        else:
+            kind = {"int": int, "float": float, "str": str}[field.type]
+            parser.add_argument(flag, type=kind, default=field.default,
+                                help=f"{HELP[field.name]} (default: {field.default})")
+    parser.add_argument("--benchmark", type=int, default=0, metavar="STEPS",
+                        help="time STEPS training steps (after one warm-up step) and print samples/s and peak "
+                             "memory; writes nothing")
+    args = vars(parser.parse_args(argv))
+    benchmark = args.pop("benchmark")
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in args.items()}
+    return TrainConfig(**values), benchmark
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config, benchmark_steps = parse_args(argv)
+        if benchmark_steps:
+            from salient_outpaint.training.benchmark import benchmark
+            print(json.dumps(benchmark(config, benchmark_steps)))
+            return 0
+        from salient_outpaint.training.loop import train
+        record = train(config)
+    except (ValueError, FileNotFoundError, FloatingPointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if record:
+        print(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
