@@ -51,6 +51,11 @@ def check_object_mask(object_mask: torch.Tensor, image: torch.Tensor) -> torch.T
     return binary
 
 
+def dtype_of(module: torch.nn.Module) -> torch.dtype:
+    """Networks may be stored in bf16/fp16 (training keeps frozen ones so); the sampler works in fp32."""
+    return next(module.parameters()).dtype
+
+
 def pad_to_multiple(tensor: torch.Tensor, multiple: int, value: float) -> torch.Tensor:
     height, width = tensor.shape[-2:]
     return F.pad(tensor, (0, -width % multiple, 0, -height % multiple), value=value)
@@ -60,7 +65,7 @@ class OutpaintPipeline:
     def __init__(self, models: Models, device: torch.device | str = "cpu"):
         self.models, self.device = models, torch.device(device)
         for module in models.components().values():
-            module.eval().requires_grad_(False).to(self.device)
+            module.eval().to(self.device)
         self.tokenizer = Tokenizer(models.config.text.context_length)
         self.alphas_cumprod = alphas_cumprod(models.config.schedule)
 
@@ -74,8 +79,13 @@ class OutpaintPipeline:
             unet_input = conditioning.unet_input(doubled, mask_latent, masked_latents)  # (2N, 9, h, w)
             residuals = None
             if controlnet is not None:
-                residuals = controlnet(unet_input, timestep, context, control, options.control_scale)
-            prediction = unet(unet_input, timestep, context, residuals)
+                dtype = dtype_of(controlnet)
+                residuals = controlnet(unet_input.to(dtype), timestep, context.to(dtype), control.to(dtype),
+                                       options.control_scale)
+                residuals.down = [residual.to(dtype_of(unet)) for residual in residuals.down]
+                residuals.mid = residuals.mid.to(dtype_of(unet))
+            dtype = dtype_of(unet)
+            prediction = unet(unet_input.to(dtype), timestep, context.to(dtype), residuals).float()
             if not guided:
                 return prediction
             unconditional, conditional = prediction.chunk(2)
@@ -111,7 +121,8 @@ class OutpaintPipeline:
             latents = torch.randn((num_images, config.vae.latent_channels, *latent_size), generator=generator)
         latents = latents.to(self.device)
         scale = config.vae.scaling_factor
-        masked_latents = vae.encode(conditioning.masked_image(padded_image, paint_mask)).sample(generator) * scale
+        masked_image = conditioning.masked_image(padded_image, paint_mask).to(dtype_of(vae))
+        masked_latents = vae.encode(masked_image).sample(generator).float() * scale
         copies = len(prompts)
         mask_latent = conditioning.latent_mask(paint_mask, latent_size).expand(copies, -1, -1, -1)
         masked_latents = masked_latents.expand(copies, -1, -1, -1)
@@ -121,7 +132,7 @@ class OutpaintPipeline:
         sample = SAMPLERS[options.sampler]
         latents = sample(denoise, latents, options.steps, self.alphas_cumprod, config.schedule.prediction_type,
                          eta=options.eta, generator=generator, progress=progress)
-        images = vae.decode(latents / scale).clamp(-1.0, 1.0)[..., :height, :width].cpu()
+        images = vae.decode((latents / scale).to(dtype_of(vae))).float().clamp(-1.0, 1.0)[..., :height, :width].cpu()
         if options.paste_back:
             images = feathered_paste(images, image[None].cpu(), object_mask[None].cpu(), options.feather)
         return images

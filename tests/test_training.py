@@ -145,3 +145,16 @@ def test_two_process_torchrun_matches_one_process_with_the_same_global_batch(tmp
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), f"ranks disagree on {key}"
         torch.testing.assert_close(rank0[key], single[key], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("stage", ["vae", "controlnet"])
+def test_validation_grids_are_written_and_training_mode_is_restored(tmp_path, stage):
+    config = toy_config(tmp_path, stage=stage, steps=2, validate_every=2, checkpoint_every=2)
+    trainer = Trainer(config, distributed.single_process())
+    run(trainer)
+    grid = Path(config.out_dir) / "validation" / "step_0000002.png"
+    assert grid.is_file()
+    trained = {"vae": "vae", "controlnet": "controlnet"}[stage]
+    assert trainer.models.components()[trained].training
+    assert all(p.requires_grad for p in trainer.models.components()[trained].parameters())
+    assert not trainer.models.unet.training and not any(p.requires_grad for p in trainer.models.unet.parameters())

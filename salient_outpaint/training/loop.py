@@ -4,7 +4,8 @@
     for step in range(start, steps):
         for each micro-batch (positions fixed by (seed, step, rank), see sampler.py):
             loss = objective(batch) / accumulation; backward   (DDP syncs on the last one)
-        clip, AdamW step, LR schedule, EMA; log; checkpoint atomically every N steps
+        clip, AdamW step, LR schedule, EMA; log; checkpoint atomically every N steps;
+        a grid of validation images every M steps
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from .config import DTYPES, TrainConfig
 from .objective import TrainingObjective
 from .sampler import batch_positions, item_at, sample_generator
 from .state import load_training_state, restore_rng_states, rng_states, save_training_state
+from .validation import save_validation_grid
 
 TRAINABLE = {"vae": ("vae",), "unet": ("unet", "text_encoder"), "controlnet": ("controlnet",)}
 
@@ -201,4 +203,9 @@ def run(trainer: Trainer) -> dict:
             window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
         if done % config.checkpoint_every == 0 or done == config.steps:
             trainer.save(done)
+        if config.validate_every and done % config.validate_every == 0:
+            if process.is_main:
+                save_validation_grid(trainer.models, config.stage, trainer.dataset, process.device, config.seed,
+                                     out_dir, done)
+            distributed.barrier()
     return record
