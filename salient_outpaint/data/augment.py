@@ -1,11 +1,21 @@
-"""Training augmentation, as the authors trained: shorter side resized to the training size, a random
-square crop, a random horizontal flip; the mask follows the image and is binarised afterwards."""
+"""Training augmentation, as the authors trained: the shorter side resized to the training size, a
+random square crop, a random horizontal flip. Image and mask go through every step together (one
+tensor), so the object stays exactly where its mask says; the mask is binarised at the end.
+
+All randomness comes from the `generator` passed in: the datasets seed one per (seed, epoch, index),
+so an item is the same tensors whenever, and on whichever process, it is read.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from .masks import binarize
+
+
+def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The RNG of one item of one epoch; distinct (seed, epoch, index) give distinct seeds."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_000_007 + index) % 2**63)
 
 
 def resize_shorter_side(tensor: torch.Tensor, size: int) -> torch.Tensor:
@@ -18,14 +28,15 @@ def resize_shorter_side(tensor: torch.Tensor, size: int) -> torch.Tensor:
 
 def augment(image: torch.Tensor, mask: torch.Tensor, size: int,
             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """image (3, H, W) in [-1, 1], mask (1, H, W) in [0, 1] -> (3, size, size), (1, size, size) binary."""
+    """image (3, H, W) in [-1, 1], mask (1, H, W) in [0, 1] -> (3, size, size) in [-1, 1],
+    (1, size, size) in {0, 1}."""
     if image.shape[-2:] != mask.shape[-2:]:
         raise ValueError(f"image {tuple(image.shape[-2:])} and mask {tuple(mask.shape[-2:])} differ in size")
-    both = resize_shorter_side(torch.cat([image, mask]), size)  # resized together: they stay aligned
+    both = resize_shorter_side(torch.cat([image, mask]), size)  # (4, H', W')
     height, width = both.shape[-2:]
     top = int(torch.randint(height - size + 1, (), generator=generator))
     left = int(torch.randint(width - size + 1, (), generator=generator))
-    both = both[:, top:top + size, left:left + size]
+    both = both[:, top:top + size, left:left + size]  # (4, size, size)
     if float(torch.rand((), generator=generator)) < 0.5:
         both = both.flip(-1)
     return both[:3].clamp(-1, 1), binarize(both[3:])

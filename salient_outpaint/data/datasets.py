@@ -2,83 +2,124 @@
 
 Every item is {"image": (3, S, S) in [-1, 1], "mask": (1, S, S) in {0, 1}, 1 = object, "caption": str},
 and its randomness (crop, flip, which caption) is a pure function of (seed, epoch, index), so that a
-resumed or multi-process run reads exactly the same samples.
+resumed or multi-process run reads exactly the same samples. Problems a user can fix (a missing mask,
+an uncaptioned image, a bad captions line) stop the run when the dataset is built, not hours in.
 """
 from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
-from .augment import augment
+from .augment import augment, item_generator
 from .images import load_image, load_mask
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-# (images, masks) sub-folder names: our layout, DUTS-TR, DUTS-TE, DIS5K
+# (images, masks) sub-folder names: ours, DUTS training and test sets, DIS5K
 FOLDER_LAYOUTS = (("images", "masks"), ("DUTS-TR-Image", "DUTS-TR-Mask"), ("DUTS-TE-Image", "DUTS-TE-Mask"),
                   ("im", "gt"))
-SHOWN = 5
+SHOWN = 5  # how many offending files an error message lists
 
 
-def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_000_007 + index) % 2 ** 63)
+def caption_key(name: str) -> str:
+    """"DUTS-TR-Image/sun_abc.jpg", "sun_abc.jpg" and "sun_abc" all name the image with stem sun_abc."""
+    path = Path(name)
+    return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else path.name
+
+
+def first_present(row: dict, keys: tuple[str, ...]):
+    return next((row[key] for key in keys if row.get(key) is not None), None)
+
+
+def caption_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line number, record) of a JSONL or CSV captions file."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as file:  # -sig: tolerate a byte-order mark
+            if path.suffix.lower() == ".csv":
+                reader = csv.DictReader(file)
+                header = reader.fieldnames or []
+                if not {"image", "file_name"} & set(header) or not {"caption", "text"} & set(header):
+                    raise ValueError(f"{path} needs a header line naming an image and a caption column, "
+                                     f"e.g. 'image,caption'; its first line is {','.join(header)!r}")
+                return [(reader.line_num, row) for row in reader]
+            rows = []
+            for number, line in enumerate(file, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path} line {number} is not JSON ({error.msg}); each line must be one "
+                                     'object like {"image": "name.jpg", "caption": "..."}') from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path} line {number} is not a JSON object; each line must be one "
+                                     'object like {"image": "name.jpg", "caption": "..."}')
+                rows.append((number, row))
+            return rows
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text; save the captions file as UTF-8") from None
 
 
 def load_captions(path: str | Path) -> dict[str, list[str]]:
-    """A JSONL ({"image": ..., "caption": ...} per line; "file_name"/"text" also read) or CSV file
-    (header with image,caption) -> image file stem -> its captions."""
+    """A JSONL file ({"image": ..., "caption": ...} per line; "file_name"/"text" are read too) or a CSV
+    file (header `image,caption`) -> image file stem -> its captions (an image may have several)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"the captions file {path} does not exist")
-    rows: list[tuple[int, dict]] = []
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="") as file:
-            rows = [(number, row) for number, row in enumerate(csv.DictReader(file), start=2)]
-    else:
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append((number, json.loads(line)))
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path} line {number} is not JSON ({error.msg})") from None
     captions: dict[str, list[str]] = {}
-    for number, row in rows:
-        image, caption = row.get("image") or row.get("file_name"), row.get("caption") or row.get("text")
-        if not image or caption is None:
-            raise ValueError(f"{path} line {number} needs an image (or file_name) and a caption (or text)")
-        captions.setdefault(Path(image).stem, []).append(caption)
+    for number, row in caption_rows(path):
+        image, caption = first_present(row, ("image", "file_name")), first_present(row, ("caption", "text"))
+        if not isinstance(image, str) or not image.strip() or not isinstance(caption, str):
+            raise ValueError(f"{path} line {number} needs an image name (\"image\" or \"file_name\") and a caption "
+                             f"text (\"caption\" or \"text\"); it holds {json.dumps(row)[:200]}")
+        captions.setdefault(caption_key(image.strip()), []).append(caption.strip())
+    if not captions:
+        raise ValueError(f"{path} holds no captions")
     return captions
 
 
 def find_layout(root: Path) -> tuple[Path, Path]:
+    """The (images, masks) sub-folders of a salient-object dataset."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"the dataset folder {root} does not exist")
     for images, masks in FOLDER_LAYOUTS:
         if (root / images).is_dir() and (root / masks).is_dir():
             return root / images, root / masks
     expected = ", ".join(f"{images}/ + {masks}/" for images, masks in FOLDER_LAYOUTS)
-    raise FileNotFoundError(f"{root} is not a salient-object folder: expected one of {expected}")
+    raise FileNotFoundError(f"{root} is not a salient-object folder: expected the sub-folders {expected}; "
+                            "for another layout put (or link) its images in images/ and its masks in masks/")
 
 
 def images_in(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files of a folder, sorted; hidden files (macOS' ._name.jpg) are not images."""
+    return sorted(path for path in folder.iterdir()
+                  if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file())
 
 
 def pair_masks(images: list[Path], masks_folder: Path) -> list[tuple[Path, Path]]:
-    """Each image with masks_folder/<stem>.png; any missing mask is an error naming the first few."""
+    """Each image with masks_folder/<stem>.png; missing masks are an error naming the first few."""
     pairs, missing = [], []
     for image in images:
         mask = masks_folder / f"{image.stem}.png"
         (pairs if mask.is_file() else missing).append((image, mask))
     if missing:
         shown = ", ".join(f"{image.name} (expected {mask})" for image, mask in missing[:SHOWN])
-        raise FileNotFoundError(f"{len(missing)} image(s) have no mask: {shown}")
+        raise FileNotFoundError(f"{len(missing)} of {len(images)} image(s) have no mask: {shown}; every image "
+                                "needs a mask <image stem>.png (white = object) in the masks folder")
     return pairs
 
 
+def as_caption_lists(captions: dict) -> dict[str, list[str]]:
+    """Accept stem -> caption as well as stem -> [captions]."""
+    return {stem: [value] if isinstance(value, str) else list(value) for stem, value in captions.items()}
+
+
 class PairedDataset(Dataset):
-    """(image, mask, captions) triples, augmented per (seed, epoch, index)."""
+    """(image, mask, captions) triples, augmented per (seed, epoch, index); one caption drawn per item."""
 
     def __init__(self, pairs: list[tuple[Path, Path]], captions: list[list[str]], size: int, seed: int):
         self.pairs, self.captions, self.size, self.seed, self.epoch = pairs, captions, size, seed, 0
@@ -92,10 +133,10 @@ class PairedDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         image_path, mask_path = self.pairs[index]
         generator = item_generator(self.seed, self.epoch, index)
-        image, mask = load_image(image_path), load_mask(mask_path)
+        image, mask = load_image(image_path), load_mask(mask_path)  # (3, H, W), (1, H, W)
         if image.shape[-2:] != mask.shape[-2:]:
-            raise ValueError(f"{mask_path} is {tuple(mask.shape[-2:])} but its image {image_path} is "
-                             f"{tuple(image.shape[-2:])}")
+            raise ValueError(f"the mask {mask_path} is {tuple(mask.shape[-2:])} (height, width) but its image "
+                             f"{image_path} is {tuple(image.shape[-2:])}; a mask must match its image")
         image, mask = augment(image, mask, self.size, generator)
         options = self.captions[index]
         caption = options[int(torch.randint(len(options), (), generator=generator))] if options else ""
@@ -103,63 +144,101 @@ class PairedDataset(Dataset):
 
 
 class SalientFolderDataset(PairedDataset):
-    """ROOT/images/*.jpg + ROOT/masks/*.png (or the DUTS and DIS5K folder names). Without a captions
-    file every caption is empty (unconditional); with one, every image must have a caption."""
+    """ROOT/images/<name>.jpg + ROOT/masks/<name>.png, or the DUTS and DIS5K folder names (FOLDER_LAYOUTS).
+    Without captions every caption is empty; with them (stem -> captions, see load_captions) every
+    image must have at least one."""
 
     def __init__(self, root: str | Path, size: int, captions: dict[str, list[str]] | None = None, seed: int = 0):
         images_folder, masks_folder = find_layout(Path(root))
         images = images_in(images_folder)
         if not images:
             raise FileNotFoundError(f"{images_folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        if captions is not None:
-            uncaptioned = [image.name for image in images if image.stem not in captions]
+        if captions is None:
+            caption_lists = [[] for _ in images]
+        else:
+            captions = as_caption_lists(captions)
+            uncaptioned = [image.name for image in images if not captions.get(image.stem)]
             if uncaptioned:
-                raise ValueError(f"{len(uncaptioned)} image(s) in {images_folder} have no caption in the captions "
-                                 f"file: {', '.join(uncaptioned[:SHOWN])}")
-        super().__init__(pair_masks(images, masks_folder),
-                         [captions[image.stem] if captions else [] for image in images], size, seed)
+                raise ValueError(f"{len(uncaptioned)} of {len(images)} image(s) in {images_folder} have no caption "
+                                 f"in the captions file: {', '.join(uncaptioned[:SHOWN])}; caption every image "
+                                 "(or give no captions file to train without text)")
+            caption_lists = [captions[image.stem] for image in images]
+        super().__init__(pair_masks(images, masks_folder), caption_lists, size, seed)
+
+
+def read_coco_captions(captions_json: Path) -> tuple[list[dict], dict[int, list[str]]]:
+    """COCO caption annotations -> (image entries sorted by file name, image id -> captions)."""
+    if not captions_json.is_file():
+        raise FileNotFoundError(f"the COCO captions file {captions_json} does not exist")
+    try:
+        annotations = json.loads(captions_json.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{captions_json} is not a JSON file ({error})") from None
+    if not isinstance(annotations, dict) or not {"images", "annotations"} <= set(annotations):
+        raise ValueError(f"{captions_json} is not a COCO captions file: it needs \"images\" and \"annotations\" "
+                         "lists (use annotations/captions_train2017.json)")
+    captions_by_id: dict[int, list[str]] = {}
+    for annotation in annotations["annotations"]:
+        captions_by_id.setdefault(annotation["image_id"], []).append(annotation["caption"].strip())
+    return sorted(annotations["images"], key=lambda entry: entry["file_name"]), captions_by_id
 
 
 class CocoDataset(PairedDataset):
     """COCO images, their caption annotations (captions_*.json; one of an image's captions is drawn
-    per epoch) and a folder of salient-object masks named <image stem>.png."""
+    per item) and a folder of salient-object masks named <image stem>.png."""
 
-    def __init__(self, images_folder: str | Path, captions_json: str | Path, masks_folder: str | Path, size: int,
+    def __init__(self, images_dir: str | Path, captions_json: str | Path, masks_dir: str | Path, size: int,
                  seed: int = 0):
         captions_json = Path(captions_json)
-        if not captions_json.is_file():
-            raise FileNotFoundError(f"the COCO captions file {captions_json} does not exist")
-        annotations = json.loads(captions_json.read_text())
-        captions_by_id: dict[int, list[str]] = {}
-        for annotation in annotations.get("annotations", []):
-            captions_by_id.setdefault(annotation["image_id"], []).append(annotation["caption"].strip())
-        entries = sorted(annotations.get("images", []), key=lambda entry: entry["file_name"])
-        images = [Path(images_folder) / entry["file_name"] for entry in entries]
-        if not images:
+        entries, captions_by_id = read_coco_captions(captions_json)
+        if not entries:
             raise ValueError(f"{captions_json} lists no images")
-        super().__init__(pair_masks(images, Path(masks_folder)),
-                         [captions_by_id.get(entry["id"], []) for entry in entries], size, seed)
+        images = [Path(images_dir) / entry["file_name"] for entry in entries]
+        absent = [image.name for image in images if not image.is_file()]
+        if absent:
+            raise FileNotFoundError(f"{len(absent)} of {len(images)} image(s) listed in {captions_json} are not in "
+                                    f"{images_dir}: {', '.join(absent[:SHOWN])}; is {images_dir} the folder of "
+                                    "that split (e.g. train2017 for captions_train2017.json)?")
+        uncaptioned = [entry["file_name"] for entry in entries if not captions_by_id.get(entry["id"])]
+        if uncaptioned:
+            raise ValueError(f"{len(uncaptioned)} image(s) in {captions_json} have no caption annotation: "
+                             f"{', '.join(uncaptioned[:SHOWN])}")
+        super().__init__(pair_masks(images, Path(masks_dir)), [captions_by_id[entry["id"]] for entry in entries],
+                         size, seed)
 
 
 class MixtureDataset(Dataset):
-    """`length` items per epoch, each drawn from dataset k with probability weights[k] / sum(weights)."""
+    """`length` items per epoch, each drawn from dataset k with probability weights[k] / sum(weights),
+    at a uniformly drawn index of it.
+
+    A small dataset in a long mixture is drawn many times per epoch; each draw reads it at its own
+    epoch (this epoch's draw number), so the repeats get fresh crops, flips and captions instead of
+    the same augmentation again."""
 
     def __init__(self, datasets: list[Dataset], weights: list[float], length: int, seed: int = 0):
-        if len(weights) != len(datasets) or any(weight <= 0 for weight in weights):
-            raise ValueError(f"give one positive weight per dataset; got {weights} for {len(datasets)} datasets")
+        if not datasets:
+            raise ValueError("a mixture needs at least one dataset")
+        if len(weights) != len(datasets) or not all(math.isfinite(w) and w > 0 for w in weights):
+            raise ValueError(f"give one positive weight per dataset; got {list(weights)} for {len(datasets)} datasets")
+        if length <= 0:
+            raise ValueError(f"a mixture's length (items per epoch) must be positive, not {length}")
+        empty = [index for index, dataset in enumerate(datasets) if len(dataset) == 0]
+        if empty:
+            raise ValueError(f"dataset(s) {empty} of the mixture hold no items")
         self.datasets, self.length, self.seed, self.epoch = datasets, length, seed, 0
-        self.probabilities = torch.tensor(weights, dtype=torch.float64) / sum(weights)
+        self.probabilities = torch.tensor(weights, dtype=torch.float64) / sum(weights)  # (K,)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        for dataset in self.datasets:
-            dataset.set_epoch(epoch)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict:
-        generator = item_generator(self.seed + 1, self.epoch, index)
-        choice = int(torch.multinomial(self.probabilities, 1, generator=generator))
-        dataset = self.datasets[choice]
-        return dataset[int(torch.randint(len(dataset), (), generator=generator))]
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        generator = item_generator(self.seed, self.epoch, index)
+        dataset = self.datasets[int(torch.multinomial(self.probabilities, 1, generator=generator))]
+        child_index = int(torch.randint(len(dataset), (), generator=generator))
+        dataset.set_epoch(self.epoch * self.length + index)  # this draw's own epoch, see the class docstring
+        return dataset[child_index]
