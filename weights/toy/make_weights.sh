@@ -14,7 +14,7 @@ $PYTHON train.py --stage vae --data toy --steps 800 --batch-size 16 --learning-r
     --checkpoint-every 200 --out-dir "$RUNS/vae" --resume
 $PYTHON train.py --stage unet --init "$RUNS/vae/weights" --data toy --steps 3000 --batch-size 16 \
     --learning-rate 5e-4 --warmup-steps 100 --ema-decay 0.999 --checkpoint-every 250 --out-dir "$RUNS/unet" --resume
-$PYTHON train.py --stage controlnet --init "$RUNS/vae/weights" "$RUNS/unet/weights" --data toy --steps 1500 \
+$PYTHON train.py --stage controlnet --init "$RUNS/vae/weights" "$RUNS/unet/weights" --data toy --steps 3000 \
     --batch-size 16 --learning-rate 2e-4 --warmup-steps 50 --ema-decay 0.999 --checkpoint-every 250 \
     --out-dir "$RUNS/controlnet" --resume
 for component in vae unet text_encoder controlnet; do

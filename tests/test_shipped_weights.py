@@ -1,0 +1,60 @@
+"""The toy-world weights in weights/toy/: they load strictly, and `python sample.py` runs out of the box."""
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from salient_outpaint.checkpoints import load_checkpoint
+from salient_outpaint.config import TOY
+from salient_outpaint.modules import build_models
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY_WEIGHTS = ROOT / "weights" / "toy"
+
+
+def test_every_toy_network_loads_from_the_shipped_folder():
+    models = build_models(TOY)
+    loaded = load_checkpoint(TOY_WEIGHTS, models)
+    assert sorted(loaded) == ["controlnet", "text_encoder", "unet", "vae"]
+    zero_convs = [module.weight for module in models.controlnet.controlnet_down_blocks]
+    assert all(weight.abs().max() > 0 for weight in zero_convs)  # trained: no longer zero
+    total_mb = sum(f.stat().st_size for f in TOY_WEIGHTS.rglob("*.safetensors")) / 2**20
+    assert total_mb < 50
+
+
+def test_sample_py_without_arguments_generates_for_the_bundled_example(tmp_path):
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "sample.py", "--out", str(tmp_path), "--num-images", "2"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    seconds = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr[-2000:]
+    example = Image.open(TOY_WEIGHTS / "example" / "object.png")
+    for name in ("image_00.png", "image_01.png"):
+        assert Image.open(tmp_path / name).size == example.size
+    assert (tmp_path / "grid.png").is_file()
+    assert seconds < 60, f"sample.py took {seconds:.0f} s"  # ~5 s on 2 CPU cores, mostly imports
+
+
+def test_shipped_controlnet_keeps_the_example_object_from_growing(tmp_path):
+    """The point of the project, on the bundled example: with the ControlNet the object grows less."""
+    from salient_outpaint.data.images import load_image, load_mask
+    from salient_outpaint.evaluation.expansion import object_expansion
+    from salient_outpaint.evaluation.segmenters import ColourSegmenter
+    from salient_outpaint.pipeline import OutpaintPipeline, SamplingOptions
+
+    image, mask = load_image(TOY_WEIGHTS / "example" / "object.png"), load_mask(TOY_WEIGHTS / "example" / "mask.png")
+    prompt = (TOY_WEIGHTS / "example" / "prompt.txt").read_text().strip()
+    models = build_models(TOY)
+    load_checkpoint(TOY_WEIGHTS, models)
+    pipeline = OutpaintPipeline(models)
+    segmenter, object_mask = ColourSegmenter(), mask[0] > 0.5
+    growth = {}
+    for scale in (0.0, 1.0):
+        images = pipeline(image, mask, prompt, num_images=8, options=SamplingOptions(control_scale=scale),
+                          generator=torch.Generator().manual_seed(0))
+        growth[scale] = sum(object_expansion(object_mask, segmenter.segment(generated, object_mask)).expansion_ratio
+                            for generated in images) / len(images)
+    assert growth[1.0] < growth[0.0]
