@@ -220,3 +220,21 @@ def test_sample_cli_warns_about_soft_masks_in_one_line(tmp_path, toy_folder, cap
                                 "toy", "--out", str(tmp_path / "out")])
     assert code == 0
     assert "warning: the mask was not binary" in capsys.readouterr().err
+
+
+def test_sample_cli_reads_the_mask_from_alpha_or_a_plain_backdrop(tmp_path, toy_folder):
+    from salient_outpaint.data.images import load_rgba_as_image_and_mask
+
+    cutout = Image.new("RGBA", (64, 48), (0, 0, 0, 0))
+    cutout.paste((250, 20, 20, 255), (10, 10, 30, 30))
+    cutout.save(tmp_path / "cutout.png")
+    on_white = Image.new("RGB", (64, 48), (255, 255, 255))
+    on_white.paste((250, 20, 20), (10, 10, 30, 30))
+    on_white.save(tmp_path / "on_white.png")
+    for name in ("cutout.png", "on_white.png"):
+        image, mask = load_rgba_as_image_and_mask(tmp_path / name)
+        assert image.shape == (3, 48, 64) and mask.sum() == 20 * 20
+        assert sample_cli.main(["--image", str(tmp_path / name), "--prompt", "a red square", "--steps", "1",
+                                "--num-images", "1", "--checkpoint", str(toy_folder), "--preset", "toy",
+                                "--out", str(tmp_path / name.split(".")[0])]) == 0
+        assert Image.open(tmp_path / name.split(".")[0] / "image_00.png").size == (64, 48)
