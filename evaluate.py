@@ -1,191 +1,232 @@
 """Measure object expansion (and FID, LPIPS diversity, CLIP score, object similarity) of generated backgrounds.
 
   # the toy world: generate for 50 held-out scenes with and without the ControlNet, then measure
-  python evaluate.py --generate --toy 50 --out runs/eval_toy
-  # your own inputs (manifest: JSONL with id, image, mask, prompt[, category]) and images made elsewhere
-  python evaluate.py --inputs manifest.jsonl --generated ours=out/ours si2=out/si2 --segmenter sam \\
-      --sam-checkpoint weights/sam_vit_h_4b8939.pth --sam-type vit_h --out runs/eval
-  # or generate them here with SD2-inpainting + a ControlNet, both methods on the same noise
+  python evaluate.py --generate --toy 50 --num-images 2 --out runs/eval_toy
+  # your inputs (a JSONL manifest) and images made elsewhere, one folder per method
+  python evaluate.py --inputs manifest.jsonl --generated ours=out/ours si2=out/si2 \\
+      --segmenter sam --sam-checkpoint weights/sam_vit_h_4b8939.pth --sam-type vit_h --out runs/eval
+  # or generate them here with SD2-inpainting, with and without the ControlNet, on the same noise
   python evaluate.py --inputs manifest.jsonl --generate --checkpoint weights/stable-diffusion-2-inpainting \\
-      --controlnet weights/photo-background-generation/controlnet --segmenter sam --sam-checkpoint ... --out runs/eval
+      --controlnet weights/photo-background-generation/controlnet --sam-checkpoint ... --out runs/eval
 
-Generated images are named <id>_<k>.png. Writes OUT/report.json (every image's record and the summary per
-method and category) and OUT/report.md. Metrics whose weights are not given are skipped, with a note.
-See docs/evaluation.md.
+Manifest lines: {"id": "0001", "image": "0001.png", "mask": "0001_mask.png", "prompt": "...",
+"category": "kitchen"} (paths relative to the manifest; id and category optional). Generated images
+are named <id>_<k>.png, k = 0, 1, ...; --generate writes them to OUT/<method>/. Writes OUT/report.json
+(every image's record, the summary per method and category) and OUT/report.md. Metrics whose weights
+are not given are skipped, with a note naming the flag. See docs/evaluation.md.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent
 METHODS = {"controlnet": 1.0, "no-controlnet": 0.0}  # method -> ControlNet conditioning scale
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from salient_outpaint.config import PRESETS
+    from salient_outpaint.sampling import SAMPLERS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_argument_group("inputs and images")
-    source.add_argument("--inputs", help="manifest JSONL: one {id, image, mask, prompt, category} per line")
-    source.add_argument("--toy", type=int, metavar="N", help="use N held-out toy-world scenes as the inputs")
+    source.add_argument("--inputs", metavar="MANIFEST", help="JSONL, one {id, image, mask, prompt, category} per line")
+    source.add_argument("--toy", type=int, metavar="N", help="use N held-out toy-world scenes as the inputs "
+                                                             "(written to OUT/inputs/ with their manifest)")
     source.add_argument("--generated", nargs="+", default=[], metavar="METHOD=DIR",
-                        help="folders of generated images, one per method")
-    source.add_argument("--generate", action="store_true",
-                        help="generate the images here, with and without the ControlNet (see --methods)")
+                        help="folders of generated images <id>_<k>.png, one per method (DIR alone: the "
+                             "folder's name is the method's)")
+    source.add_argument("--generate", action="store_true", help="generate the images here, for each of --methods")
     source.add_argument("--out", default="runs/evaluation", help="report folder (default: runs/evaluation)")
     generation = parser.add_argument_group("generation (with --generate)")
-    generation.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS))
+    generation.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+                            help="controlnet: SI2 steered by the ControlNet; no-controlnet: SI2 alone "
+                                 "(default: both)")
     generation.add_argument("--checkpoint", help="SI2 weights (default: the shipped toy model, weights/toy)")
     generation.add_argument("--controlnet", help="ControlNet weights (default: the one in --checkpoint)")
-    generation.add_argument("--preset", help="architecture (default: toy without --checkpoint, else sd2-inpaint)")
+    generation.add_argument("--preset", choices=sorted(PRESETS),
+                            help="architecture (default: toy without --checkpoint, else sd2-inpaint)")
     generation.add_argument("--num-images", type=int, default=4, help="samples per input (default: 4)")
-    generation.add_argument("--steps", type=int, default=20)
-    generation.add_argument("--guidance", type=float, default=5.0)
-    generation.add_argument("--sampler", default="dpm++2m")
-    generation.add_argument("--seed", type=int, default=0)
-    generation.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    generation.add_argument("--steps", type=int, default=20, help="(default: 20)")
+    generation.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance (default: 5)")
+    generation.add_argument("--sampler", choices=sorted(SAMPLERS), default="dpm++2m", help="(default: dpm++2m)")
+    generation.add_argument("--seed", type=int, default=0, help="input i uses seed + i (default: 0)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     metrics = parser.add_argument_group("metrics")
-    metrics.add_argument("--segmenter", choices=["colour", "sam"], default="colour",
-                         help="how the object is found in generated images: colour (toy world) or sam")
-    metrics.add_argument("--sam-checkpoint", help="a segment-anything checkpoint file")
-    metrics.add_argument("--sam-type", choices=["vit_b", "vit_l", "vit_h"], default="vit_h")
-    metrics.add_argument("--fid-weights", help="pytorch-fid's pt_inception-2015-12-05 weights: enables FID")
+    metrics.add_argument("--segmenter", choices=["colour", "sam"],
+                         help="how the object is found again: sam (the paper's) or colour (toy world); "
+                              "default: colour with --toy, else sam")
+    metrics.add_argument("--sam-checkpoint", help="a segment-anything checkpoint, e.g. sam_vit_h_4b8939.pth")
+    metrics.add_argument("--sam-type", choices=["vit_b", "vit_l", "vit_h"], default="vit_h",
+                         help="(default: vit_h)")
+    metrics.add_argument("--fid-weights", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth: enables FID")
     metrics.add_argument("--real", help="folder of real images for FID (default: the input images)")
-    metrics.add_argument("--lpips-backbone", choices=["alex", "vgg"], default="alex")
+    metrics.add_argument("--lpips-backbone", choices=["alex", "vgg"], default="alex", help="(default: alex)")
     metrics.add_argument("--lpips-weights", nargs=2, metavar=("BACKBONE", "LINEAR"),
-                         help="torchvision backbone + lpips linear-layer weights: enables LPIPS diversity")
-    metrics.add_argument("--clip-checkpoint", help="open_clip weights: enables CLIP score and object similarity")
-    metrics.add_argument("--clip-model", default="ViT-H-14", help="open_clip architecture (default: ViT-H-14)")
+                         help="torchvision's backbone file and the lpips linear layers: enables LPIPS diversity")
+    metrics.add_argument("--clip-checkpoint", help="open_clip weights file: enables CLIP score and object similarity")
+    metrics.add_argument("--clip-model", default="ViT-H-14", help="its open_clip architecture (default: ViT-H-14)")
     return parser.parse_args(argv)
 
 
-def method_folders(args, inputs, out: Path) -> dict[str, Path]:
+def segmenter_name(args) -> str:
+    return args.segmenter or ("colour" if args.toy else "sam")
+
+
+def check_metric_options(args) -> None:
+    """Every weights file given, and SAM's, before hours of generation find one missing."""
+    from salient_outpaint.evaluation.fid_inception import FID_WEIGHTS_NAME
+    from salient_outpaint.evaluation.lpips import BACKBONES
+    from salient_outpaint.evaluation.run import check_weight_file
+    from salient_outpaint.evaluation.segmenters import SAM_CHECKPOINT_NAMES
+
+    if segmenter_name(args) == "sam" and not args.sam_checkpoint:
+        raise ValueError("measuring expansion with SAM needs --sam-checkpoint (e.g. sam_vit_h_4b8939.pth); "
+                         "for toy-world images give --segmenter colour")
+    if args.sam_checkpoint:
+        check_weight_file(args.sam_checkpoint, "--sam-checkpoint", SAM_CHECKPOINT_NAMES[args.sam_type])
+    if args.fid_weights:
+        check_weight_file(args.fid_weights, "--fid-weights", FID_WEIGHTS_NAME)
+    if args.lpips_weights:
+        check_weight_file(args.lpips_weights[0], "--lpips-weights", BACKBONES[args.lpips_backbone].weights_name)
+        check_weight_file(args.lpips_weights[1], "--lpips-weights", f"lpips' weights/v0.1/{args.lpips_backbone}.pth")
+    if args.clip_checkpoint:
+        check_weight_file(args.clip_checkpoint, "--clip-checkpoint", f"open_clip weights for {args.clip_model}")
+
+
+def given_folders(args) -> dict[str, Path]:
     folders = {}
     for spec in args.generated:
-        method, separator, folder = spec.rpartition("=")
-        folders[method if separator else Path(folder).name] = Path(folder)
-    for method, folder in folders.items():
+        method, separator, folder = spec.partition("=")
+        method, folder = (method, Path(folder)) if separator else (Path(spec).name, Path(spec))
+        if method in folders or (args.generate and method in args.methods):
+            raise ValueError(f"two image folders are called {method!r}; name them with --generated METHOD=DIR")
         if not folder.is_dir():
             raise FileNotFoundError(f"the folder of {method}'s images, {folder}, does not exist")
-    if args.generate:
-        folders.update(generate_methods(args, inputs, out))
-    if not folders:
-        raise ValueError("nothing to evaluate: give --generated METHOD=DIR or --generate")
+        folders[method] = folder
     return folders
 
 
 def generate_methods(args, inputs, out: Path) -> dict[str, Path]:
-    from salient_outpaint.pipeline import OutpaintPipeline, SamplingOptions
     from salient_outpaint.evaluation.run import generate
+    from salient_outpaint.pipeline import OutpaintPipeline, SamplingOptions
     from sample import load_models
 
     models = load_models(argparse.Namespace(checkpoint=args.checkpoint, controlnet=args.controlnet,
-                                            preset=args.preset, no_controlnet=False))
+                                            preset=args.preset, no_controlnet="controlnet" not in args.methods))
     pipeline = OutpaintPipeline(models, args.device)
     folders = {}
     for method in args.methods:
         options = SamplingOptions(steps=args.steps, guidance=args.guidance, sampler=args.sampler,
                                   control_scale=METHODS[method])
-        folders[method] = out / "images" / method
+        folders[method] = out / method
         generate(pipeline, inputs, folders[method], args.num_images, options, args.seed)
     return folders
 
 
-def set_metrics(args, inputs, folders) -> dict[str, dict[str, float]]:
-    """FID and LPIPS diversity: one number per method."""
-    from salient_outpaint.evaluation.run import load_samples
+def load_metric_networks(args, notes: list[str]) -> dict:
+    """The networks of every metric whose weights are given (None for the others), loaded before any
+    measuring so that a wrong file stops the run early. Notes say how to enable the skipped ones."""
+    from salient_outpaint.evaluation.clip_score import load_clip_embedder
+    from salient_outpaint.evaluation.fid_inception import load_fid_inception
+    from salient_outpaint.evaluation.lpips import load_lpips
+    from salient_outpaint.evaluation.run import load_weights
+    from salient_outpaint.evaluation.segmenters import ColourSegmenter, SAMSegmenter
+
+    networks = dict.fromkeys(["segmenter", "clip", "inception", "lpips"])
+    if segmenter_name(args) == "colour":
+        networks["segmenter"] = ColourSegmenter()
+    else:
+        networks["segmenter"] = load_weights(SAMSegmenter.from_checkpoint, args.sam_checkpoint,
+                                             f"SAM {args.sam_type}", args.sam_checkpoint, args.sam_type,
+                                             device=args.device)
+    if args.clip_checkpoint:
+        networks["clip"] = load_weights(load_clip_embedder, args.clip_checkpoint, f"open_clip {args.clip_model}",
+                                        args.clip_model, args.clip_checkpoint, args.device)
+    else:
+        notes.append("CLIP score and object similarity skipped: give --clip-checkpoint (and --clip-model)")
+    if args.fid_weights:
+        networks["inception"] = load_weights(load_fid_inception, args.fid_weights, "the FID Inception",
+                                             args.fid_weights, args.device)
+    else:
+        notes.append("FID skipped: give --fid-weights (and --real DIR, or the inputs are the real images)")
+    if args.lpips_weights:
+        networks["lpips"] = load_weights(load_lpips, " and ".join(args.lpips_weights),
+                                         f"LPIPS {args.lpips_backbone}", args.lpips_backbone, *args.lpips_weights,
+                                         device=args.device)
+    else:
+        notes.append("LPIPS diversity skipped: give --lpips-weights BACKBONE LINEAR")
+    return networks
+
+
+def set_metrics(args, networks, folders, inputs, notes: list[str]) -> dict[str, dict[str, float]]:
+    """The metrics of a whole set of images, one number per method: FID, LPIPS diversity."""
+    from salient_outpaint.evaluation import run
 
     results = {method: {} for method in folders}
-    if args.fid_weights:
-        from salient_outpaint.data.images import load_image
-        from salient_outpaint.evaluation.fid import extract_features, fid_from_features
-        from salient_outpaint.evaluation.fid_inception import load_fid_inception
-
-        inception = load_fid_inception(args.fid_weights, args.device)
-        real_paths = sorted(Path(args.real).glob("*.png")) if args.real else [item.image for item in inputs]
-        real = extract_features(([load_image(path)[None]] for path in real_paths), inception, args.device)
-        for method, folder in folders.items():
-            batches = (load_samples(folder, item) for item in inputs)
-            results[method]["fid"] = fid_from_features(real, extract_features(batches, inception, args.device))
-    if args.lpips_weights:
-        from salient_outpaint.evaluation.lpips import load_lpips, pairwise_diversity
-
-        lpips = load_lpips(args.lpips_backbone, *args.lpips_weights, device=args.device)
-        for method, folder in folders.items():
-            scores = [pairwise_diversity(lpips, load_samples(folder, item).to(args.device)) for item in inputs]
-            results[method]["lpips_diversity"] = sum(scores) / len(scores)
+    if networks["inception"] is not None:
+        real = run.image_files(args.real) if args.real else [item.image for item in inputs]
+        for method, fid in run.fid_per_method(folders, inputs, networks["inception"], real, args.device).items():
+            results[method]["fid"] = fid
+    if networks["lpips"] is not None:
+        diversities = run.lpips_diversity_per_method(folders, inputs, networks["lpips"], args.device)
+        for method, diversity in diversities.items():
+            results[method]["lpips_diversity"] = diversity
+        if len(diversities) < len(folders):
+            notes.append("LPIPS diversity needs 2 or more images per input; "
+                         f"{', '.join(sorted(set(folders) - set(diversities)))} had 1")
     return results
 
 
-def add_clip_metrics(args, records, inputs) -> None:
-    from salient_outpaint.data.images import load_image, load_mask
-    from salient_outpaint.evaluation.clip_score import clip_score, load_clip_embedder, object_similarity
-
-    embedder = load_clip_embedder(args.clip_model, args.clip_checkpoint, args.device)
-    by_id = {item.id: item for item in inputs}
-    for record in records:
-        item = by_id[record["id"]]
-        generated, original = load_image(record["file"])[None], load_image(item.image)[None]
-        record["clip_score"] = float(clip_score(embedder, generated, [item.prompt])[0])
-        record["object_similarity"] = float(object_similarity(embedder, original, generated,
-                                                              load_mask(item.mask) >= 0.5)[0])
-
-
 def evaluate(args) -> dict:
-    from salient_outpaint.evaluation.report import markdown_category_table, markdown_table, summarise
-    from salient_outpaint.evaluation.run import measure_method, read_manifest, write_toy_manifest
-    from salient_outpaint.evaluation.segmenters import ColourSegmenter, SAMSegmenter
+    from salient_outpaint.evaluation import run
+    from salient_outpaint.evaluation.report import summarise
 
     out = Path(args.out)
     if bool(args.inputs) == bool(args.toy):
         raise ValueError("give the inputs either as --inputs MANIFEST or as --toy N")
-    manifest = Path(args.inputs) if args.inputs else write_toy_manifest(out / "inputs", args.toy)
-    inputs = read_manifest(manifest)
-    if args.segmenter == "sam":
-        if not args.sam_checkpoint:
-            raise ValueError("--segmenter sam needs --sam-checkpoint (a segment-anything checkpoint file)")
-        segmenter = SAMSegmenter.from_checkpoint(args.sam_checkpoint, args.sam_type, device=args.device)
-    else:
-        segmenter = ColourSegmenter()
-    folders = method_folders(args, inputs, out)
-    records = [record for method, folder in folders.items() for record in measure_method(method, folder, inputs,
-                                                                                          segmenter)]
+    if not args.generated and not args.generate:
+        raise ValueError("nothing to evaluate: give --generated METHOD=DIR ... or --generate")
+    if args.generate and (args.num_images < 1 or args.steps < 1):
+        raise ValueError(f"--num-images and --steps must be at least 1, got {args.num_images} and {args.steps}")
+    check_metric_options(args)
+    folders = given_folders(args)
+    manifest = Path(args.inputs) if args.inputs else run.write_toy_manifest(out / "inputs", args.toy)
+    inputs = run.read_manifest(manifest)
+    if args.generate:
+        folders.update(generate_methods(args, inputs, out))  # the generator's networks are freed on return
+
     notes = []
-    if args.clip_checkpoint:
-        add_clip_metrics(args, records, inputs)
-    else:
-        notes.append("CLIP score and object similarity skipped: give --clip-checkpoint")
-    if not args.fid_weights:
-        notes.append("FID skipped: give --fid-weights")
-    if not args.lpips_weights:
-        notes.append("LPIPS diversity skipped: give --lpips-weights")
-    summary = summarise(records, set_metrics(args, inputs, folders))
-    table = markdown_table(summary)
-    category_table = markdown_category_table(summary, "expansion_ratio")
+    networks = load_metric_networks(args, notes)
+    records = [record for method, folder in folders.items()
+               for record in run.image_records(method, folder, inputs, networks["segmenter"], networks["clip"],
+                                               args.device)]
+    summary = summarise(records, set_metrics(args, networks, folders, inputs, notes))
+    report = run.markdown_report(summary, notes)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps({"manifest": str(manifest), "summary": summary,
-                                                 "records": records}, indent=1))
-    (out / "report.md").write_text(f"# Evaluation\n\n{table}\n\n## Expansion ratio per category\n\n"
-                                   f"{category_table}\n")
-    for note in notes:
-        print(f"note: {note}")
-    print(table)
+    (out / "report.json").write_text(json.dumps({
+        "manifest": str(manifest), "folders": {method: str(folder) for method, folder in folders.items()},
+        "notes": notes, "summary": summary, "records": records}, indent=1))
+    (out / "report.md").write_text(report)
+    print(report, end="")
     print(f"wrote {out / 'report.json'} and {out / 'report.md'}")
     return summary
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from salient_outpaint.checkpoints import CheckpointError
-
-    try:
-        evaluate(args)
-    except (CheckpointError, FileNotFoundError, ValueError, KeyError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():  # warnings (a binarised mask, a truncated prompt) as one line each
+        warnings.showwarning = lambda message, *rest: print(f"warning: {message}", file=sys.stderr)
+        try:
+            evaluate(args)
+        except (FileNotFoundError, ValueError, KeyError, ImportError) as error:  # CheckpointError is a ValueError
+            message = error.args[0] if isinstance(error, KeyError) and error.args else error
+            print(f"error: {message}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -1,28 +1,32 @@
-"""evaluate.py: expansion from folders of generated images, the toy generate mode, and its errors."""
+"""evaluate.py: expansion from folders of generated images, set and CLIP metrics, the generate mode, errors."""
 import json
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import evaluate as evaluate_cli
 from salient_outpaint.checkpoints import save_checkpoint
 from salient_outpaint.config import TOY
-from salient_outpaint.data.images import save_image
+from salient_outpaint.data.images import load_mask, save_image
 from salient_outpaint.data.masks import dilate
+from salient_outpaint.evaluation import clip_score, fid_inception, lpips, run
 from salient_outpaint.modules import build_models
+from salient_outpaint.pipeline import SamplingOptions
 
 SIZE = 32
+RED = torch.tensor([0.9, -0.9, -0.9])[:, None]
 
 
 def make_inputs(folder: Path, count=3) -> Path:
-    """Red squares on grey; category alternates so that per-category summaries have two groups."""
+    """Red 10x10 squares on grey; the category alternates so that the summary has two groups."""
     lines = []
     for index in range(count):
         image = torch.full((3, SIZE, SIZE), -0.2)
         mask = torch.zeros(1, SIZE, SIZE)
         mask[:, 10:20, 8 + index: 18 + index] = 1
-        image[:, mask[0].bool()] = torch.tensor([0.9, -0.9, -0.9])[:, None]
+        image[:, mask[0].bool()] = RED
         save_image(image, folder / f"{index}.png")
         save_image(mask.expand(3, -1, -1) * 2 - 1, folder / f"{index}_mask.png")
         lines.append(json.dumps({"id": str(index), "image": f"{index}.png", "mask": f"{index}_mask.png",
@@ -31,41 +35,88 @@ def make_inputs(folder: Path, count=3) -> Path:
     return folder / "manifest.jsonl"
 
 
-def make_generated(inputs: Path, out: Path, grow: int, samples=2) -> Path:
-    """'Generated' images: a new blue background, the red object grown by `grow` pixels."""
+def make_generated(manifest: Path, out: Path, grow: int, samples=2) -> Path:
+    """'Generated' images: a new blue background, the red object grown by `grow` pixels on every side."""
     out.mkdir()
-    for line in inputs.read_text().splitlines():
+    for line in manifest.read_text().splitlines():
         entry = json.loads(line)
-        from salient_outpaint.data.images import load_mask
-        mask = dilate(load_mask(inputs.parent / entry["mask"]), grow)[0].bool()
+        grown_mask = dilate(load_mask(manifest.parent / entry["mask"]), grow)[0].bool()
         for sample in range(samples):
             image = torch.zeros(3, SIZE, SIZE)
             image[2] = 0.8
-            image[:, mask] = torch.tensor([0.9, -0.9, -0.9])[:, None]
+            image[:, grown_mask] = RED
             save_image(image, out / f"{entry['id']}_{sample}.png")
     return out
 
 
-def test_expansion_is_zero_for_kept_objects_and_measured_for_grown_ones(tmp_path):
+def evaluate_folders(tmp_path, *extra) -> dict:
     manifest = make_inputs(tmp_path)
     kept = make_generated(manifest, tmp_path / "kept", grow=0)
     grown = make_generated(manifest, tmp_path / "grown", grow=2)
     assert evaluate_cli.main(["--inputs", str(manifest), "--generated", f"kept={kept}", f"grown={grown}",
-                              "--out", str(tmp_path / "report")]) == 0
-    report = json.loads((tmp_path / "report" / "report.json").read_text())
+                              "--segmenter", "colour", "--out", str(tmp_path / "report"), *extra]) == 0
+    return json.loads((tmp_path / "report" / "report.json").read_text())
+
+
+def test_expansion_is_zero_for_kept_objects_and_measured_for_grown_ones(tmp_path, capsys):
+    report = evaluate_folders(tmp_path)
     methods = report["summary"]["methods"]
+    assert methods["kept"]["count"] == 6 and methods["grown"]["count"] == 6
     assert methods["kept"]["metrics"]["expansion_fraction"]["mean"] == 0
-    # a 10x10 square grown by 2 px: 14x14 - 10x10 = 96 pixels of a 32x32 image, 0.96 of the object
+    assert methods["kept"]["metrics"]["expansion_ratio"]["median"] == 0
+    # a 10x10 square grown by 2 px on every side: 14x14 - 10x10 = 96 pixels, of a 32x32 image, 0.96 of the object
+    assert methods["grown"]["metrics"]["expanded_pixels"]["mean"] == 96
     assert methods["grown"]["metrics"]["expansion_fraction"]["mean"] == pytest.approx(96 / SIZE ** 2)
     assert methods["grown"]["metrics"]["expansion_ratio"]["mean"] == pytest.approx(0.96)
-    assert set(methods["grown"]["per_category"]) == {"even", "odd"}
-    assert methods["kept"]["count"] == 6
-    assert "| grown |" in (tmp_path / "report" / "report.md").read_text()
+    # inputs 0 and 2 are "even", 1 is "odd", 2 samples each
+    per_category = methods["grown"]["per_category"]
+    assert per_category["even"]["expansion_ratio"]["count"] == 4
+    assert per_category["odd"]["expansion_ratio"] == {"mean": pytest.approx(0.96), "median": pytest.approx(0.96),
+                                                      "count": 2}
+    assert len(report["records"]) == 12 and {r["method"] for r in report["records"]} == {"kept", "grown"}
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| grown | 6 |" in markdown and "median over images" in markdown and "| odd |" in markdown
+    printed = capsys.readouterr().out
+    assert "| kept | 6 |" in printed
+    assert "FID skipped: give --fid-weights" in printed and "LPIPS diversity skipped: give --lpips-weights" in printed
+
+
+class StubEmbedder:
+    """Stands in for a CLIP model: an image's mean colour is its embedding, every prompt is grey."""
+
+    def embed_images(self, images):
+        return F.normalize(images.mean(dim=(2, 3)), dim=-1)
+
+    def embed_texts(self, prompts):
+        return F.normalize(torch.ones(len(prompts), 3), dim=-1)
+
+
+def test_fid_lpips_and_clip_metrics_are_computed_when_their_weights_are_given(tmp_path, monkeypatch):
+    for name in ("inception.pth", "alexnet.pth", "alex.pth", "clip.bin"):
+        (tmp_path / name).write_bytes(b"stand-in")
+    # mean colour as the "Inception feature": FID only needs (B, D) features
+    monkeypatch.setattr(fid_inception, "load_fid_inception", lambda path, device: lambda x: x.mean(dim=(2, 3)))
+    monkeypatch.setattr(lpips, "load_lpips", lambda backbone, *paths, device: lpips.LPIPS(backbone))
+    monkeypatch.setattr(clip_score, "load_clip_embedder", lambda name, path, device: StubEmbedder())
+    report = evaluate_folders(tmp_path, "--fid-weights", str(tmp_path / "inception.pth"), "--lpips-weights",
+                              str(tmp_path / "alexnet.pth"), str(tmp_path / "alex.pth"),
+                              "--clip-checkpoint", str(tmp_path / "clip.bin"))
+    for method in ("kept", "grown"):
+        summary = report["summary"]["methods"][method]
+        assert summary["set_metrics"]["fid"] >= 0
+        assert summary["set_metrics"]["lpips_diversity"] == pytest.approx(0, abs=1e-6)  # both samples are equal
+        assert summary["metrics"]["clip_score"]["count"] == 6
+    # the object's box is red before and after in both methods
+    assert report["summary"]["methods"]["kept"]["metrics"]["object_similarity"]["mean"] == pytest.approx(1, abs=1e-3)
+    assert report["notes"] == []
+    assert "fid" in (tmp_path / "report" / "report.md").read_text()
 
 
 def error_of(capsys, argv) -> str:
     assert evaluate_cli.main(argv) == 2
-    return capsys.readouterr().err.strip().splitlines()[-1]
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]  # the lines before are progress bars
 
 
 def test_missing_generated_image_is_named(tmp_path, capsys):
@@ -73,8 +124,16 @@ def test_missing_generated_image_is_named(tmp_path, capsys):
     folder = make_generated(manifest, tmp_path / "gen", grow=0)
     (folder / "1_0.png").unlink()
     (folder / "1_1.png").unlink()
-    error = error_of(capsys, ["--inputs", str(manifest), "--generated", f"x={folder}", "--out", str(tmp_path / "r")])
-    assert error.startswith("error: no generated image for input '1'")
+    error = error_of(capsys, ["--inputs", str(manifest), "--generated", f"x={folder}", "--segmenter", "colour",
+                              "--out", str(tmp_path / "r")])
+    assert error.startswith("error: no generated image for input '1'") and "1_0.png" in error
+
+
+def test_sample_files_match_the_exact_id_only(tmp_path):
+    for name in ("1_0.png", "1_10.png", "1_2.png", "1_2_0.png", "1_mask.png", "11_0.png"):
+        (tmp_path / name).touch()
+    assert [(k, path.name) for k, path in run.sample_files(tmp_path, "1")] == [(0, "1_0.png"), (2, "1_2.png"),
+                                                                               (10, "1_10.png")]
 
 
 def test_manifest_line_without_a_prompt_is_named_with_its_number(tmp_path, capsys):
@@ -82,16 +141,63 @@ def test_manifest_line_without_a_prompt_is_named_with_its_number(tmp_path, capsy
     lines = manifest.read_text().splitlines()
     lines[1] = json.dumps({"image": "1.png", "mask": "1_mask.png"})
     manifest.write_text("\n".join(lines))
-    error = error_of(capsys, ["--inputs", str(manifest), "--generated", f"x={tmp_path}", "--out", str(tmp_path / "r")])
+    error = error_of(capsys, ["--inputs", str(manifest), "--generated", f"x={tmp_path}", "--segmenter", "colour",
+                              "--out", str(tmp_path / "r")])
     assert "line 2 lacks prompt" in error
+
+
+def test_manifest_line_with_a_missing_image_names_line_and_file(tmp_path, capsys):
+    manifest = make_inputs(tmp_path)
+    (tmp_path / "2_mask.png").unlink()
+    error = error_of(capsys, ["--inputs", str(manifest), "--generated", f"x={tmp_path}", "--segmenter", "colour",
+                              "--out", str(tmp_path / "r")])
+    assert "line 3" in error and "2_mask.png does not exist" in error
 
 
 def test_missing_metric_weights_are_named(tmp_path, capsys):
     manifest = make_inputs(tmp_path)
     folder = make_generated(manifest, tmp_path / "gen", grow=0)
-    error = error_of(capsys, ["--inputs", str(manifest), "--generated", f"x={folder}", "--out", str(tmp_path / "r"),
-                              "--fid-weights", str(tmp_path / "pt_inception.pth")])
-    assert "pt_inception.pth" in error
+    error = error_of(capsys, ["--inputs", str(manifest), "--generated", f"x={folder}", "--segmenter", "colour",
+                              "--out", str(tmp_path / "r"), "--fid-weights", str(tmp_path / "pt_inception.pth")])
+    assert error.startswith("error: --fid-weights") and "pt_inception.pth" in error
+
+
+def test_weights_of_the_wrong_kind_are_a_one_line_error(tmp_path, capsys):
+    manifest = make_inputs(tmp_path)
+    folder = make_generated(manifest, tmp_path / "gen", grow=0)
+    (tmp_path / "notes.txt").write_text("not weights")
+    error = error_of(capsys, ["--inputs", str(manifest), "--generated", f"x={folder}", "--segmenter", "colour",
+                              "--out", str(tmp_path / "r"), "--fid-weights", str(tmp_path / "notes.txt")])
+    assert error.startswith(f"error: cannot load {tmp_path / 'notes.txt'} as the FID Inception")
+
+
+def test_own_images_need_sam_unless_the_colour_segmenter_is_asked_for(tmp_path, capsys):
+    manifest = make_inputs(tmp_path)
+    folder = make_generated(manifest, tmp_path / "gen", grow=0)
+    error = error_of(capsys, ["--inputs", str(manifest), "--generated", f"x={folder}", "--out", str(tmp_path / "r")])
+    assert "--sam-checkpoint" in error
+
+
+def test_two_folders_of_one_name_are_refused(tmp_path, capsys):
+    manifest = make_inputs(tmp_path)
+    first, second = tmp_path / "a" / "gen", tmp_path / "b" / "gen"
+    first.mkdir(parents=True)
+    second.mkdir(parents=True)
+    error = error_of(capsys, ["--inputs", str(manifest), "--generated", str(first), str(second),
+                              "--segmenter", "colour"])
+    assert "two image folders are called 'gen'" in error
+
+
+def test_regenerating_fewer_samples_removes_the_stale_ones(tmp_path):
+    manifest = make_inputs(tmp_path, count=1)
+    inputs = run.read_manifest(manifest)
+
+    def pipeline(image, mask, prompt, num_images, options, generator):
+        return torch.zeros(num_images, *image.shape)
+
+    run.generate(pipeline, inputs, tmp_path / "gen", 3, SamplingOptions(), seed=0)
+    run.generate(pipeline, inputs, tmp_path / "gen", 1, SamplingOptions(), seed=0)
+    assert [path.name for path in run.generated_samples(tmp_path / "gen", inputs[0])] == ["0_0.png"]
 
 
 def test_generate_mode_on_toy_scenes_compares_with_and_without_controlnet(tmp_path):
@@ -102,5 +208,8 @@ def test_generate_mode_on_toy_scenes_compares_with_and_without_controlnet(tmp_pa
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert set(report["summary"]["methods"]) == {"controlnet", "no-controlnet"}
     assert len(report["records"]) == 4
-    assert all("background_match" in record for record in report["records"])
-    assert (tmp_path / "eval" / "images" / "controlnet" / "0000_0.png").is_file()
+    assert all("background_match" in record for record in report["records"])  # toy scenes: prompt following
+    for method in ("controlnet", "no-controlnet"):
+        assert sorted(path.name for path in (tmp_path / "eval" / method).iterdir()) == ["0000_0.png", "0001_0.png"]
+    assert (tmp_path / "eval" / "inputs" / "manifest.jsonl").is_file()
+    assert "Background as prompted" in (tmp_path / "eval" / "report.md").read_text()

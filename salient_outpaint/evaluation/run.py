@@ -1,14 +1,24 @@
 """What evaluate.py does, as functions: read the inputs, (generate,) measure every image, summarise.
 
 A manifest is a JSONL file, one input per line:
-    {"id": "0001", "image": "inputs/0001.png", "mask": "inputs/0001_mask.png",
+
+    {"id": "0001", "image": "0001.png", "mask": "0001_mask.png",
      "prompt": "a bottle on a marble table", "category": "kitchen"}
-Paths are relative to the manifest's folder. Generated images of a method live in one folder,
-named <id>_<k>.png for the k-th sample of an input.
+
+`image`, `mask` (white = object) and `prompt` are required; paths are relative to the manifest's
+folder. `id` defaults to the line number, `category` (e.g. the COCO supercategory) to "all". Toy
+scenes also carry `background`, the toy background the prompt asks for, which enables the toy
+world's prompt-following measure.
+
+The generated images of one method live in one folder, named `<id>_<k>.png` for the k-th sample
+(k = 0, 1, ...) of an input, at the input's size.
 """
 from __future__ import annotations
 
 import json
+import pickle
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +28,11 @@ from tqdm import tqdm
 from ..data.images import load_image, load_mask, save_image
 from ..data.synthetic import BACKGROUNDS, ToyWorldDataset, background_signatures, classify_background
 from .expansion import object_expansion
+from .report import markdown_category_table, markdown_table
 from .segmenters import Segmenter
 
 REQUIRED_FIELDS = ("image", "mask", "prompt")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -30,34 +42,56 @@ class EvaluationInput:
     mask: Path
     prompt: str
     category: str = "all"
+    background: str | None = None  # toy scenes: the background the prompt asks for
 
 
 def read_manifest(path: str | Path) -> list[EvaluationInput]:
+    """Every input of a manifest, checked: fields present, ids unique, image and mask files there."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"the manifest {path} does not exist")
-    inputs = []
+    inputs, lines_of_ids = [], {}
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
+        where = f"{path} line {number}"
         try:
             entry = json.loads(line)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path} line {number} is not JSON: {error.msg}") from None
+            raise ValueError(f"{where} is not JSON: {error.msg}") from None
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} is not a JSON object; each line is one {{\"image\": ..., \"mask\": ..., "
+                             f"\"prompt\": ...}}")
         missing = [field for field in REQUIRED_FIELDS if field not in entry]
         if missing:
-            raise ValueError(f"{path} line {number} lacks {', '.join(missing)}; each line needs "
+            raise ValueError(f"{where} lacks {', '.join(missing)}; each line needs "
                              f"{', '.join(REQUIRED_FIELDS)} (and optionally id, category)")
-        inputs.append(EvaluationInput(id=str(entry.get("id", number)), image=path.parent / entry["image"],
-                                      mask=path.parent / entry["mask"], prompt=entry["prompt"],
-                                      category=str(entry.get("category", "all"))))
+        item = EvaluationInput(id=str(entry.get("id", number)), image=path.parent / entry["image"],
+                               mask=path.parent / entry["mask"], prompt=str(entry["prompt"]),
+                               category=str(entry.get("category", "all")), background=entry.get("background"))
+        if not re.fullmatch(r"[\w.\-]+", item.id):
+            raise ValueError(f"{where}: the id {item.id!r} names files, so it may hold only letters, digits, "
+                             f"'_', '-' and '.'")
+        if item.id in lines_of_ids:
+            raise ValueError(f"{where} repeats the id {item.id!r} of line {lines_of_ids[item.id]}; ids must be unique")
+        if item.background is not None and item.background not in BACKGROUNDS:
+            raise ValueError(f"{where}: background {item.background!r} is not a toy background "
+                             f"({', '.join(BACKGROUNDS)})")
+        for field in ("image", "mask"):
+            if not getattr(item, field).is_file():
+                raise FileNotFoundError(f"{where}: the {field} {getattr(item, field)} does not exist")
+        lines_of_ids[item.id] = number
+        inputs.append(item)
     if not inputs:
         raise ValueError(f"the manifest {path} holds no inputs")
     return inputs
 
 
 def write_toy_manifest(folder: str | Path, count: int, size: int = 64, seed: int = 0) -> Path:
-    """`count` held-out toy scenes as PNGs plus their manifest; the category is the background."""
+    """`count` held-out toy scenes as PNGs plus their manifest. The prompt is the scene's caption; the
+    category and the prompted background are the scene's background."""
+    if count < 1:
+        raise ValueError(f"--toy needs at least 1 scene, got {count}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     scenes = ToyWorldDataset(count, size=size, seed=seed, split="test")
@@ -68,7 +102,8 @@ def write_toy_manifest(folder: str | Path, count: int, size: int = 64, seed: int
         save_image(scene["image"], folder / f"{name}.png")
         save_image(scene["mask"].expand(3, -1, -1) * 2 - 1, folder / f"{name}_mask.png")
         lines.append(json.dumps({"id": name, "image": f"{name}.png", "mask": f"{name}_mask.png",
-                                 "prompt": scene["caption"], "category": scene["background"]}))
+                                 "prompt": scene["caption"], "category": scene["background"],
+                                 "background": scene["background"]}))
     manifest = folder / "manifest.jsonl"
     manifest.write_text("\n".join(lines) + "\n")
     return manifest
@@ -78,47 +113,176 @@ def generated_path(folder: Path, input_id: str, sample: int) -> Path:
     return folder / f"{input_id}_{sample}.png"
 
 
-def generate(pipeline, inputs: list[EvaluationInput], folder: Path, num_images: int, options, seed: int) -> None:
-    """Write num_images samples per input; input i uses seed + i, so every method sees the same noise."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for index, item in enumerate(tqdm(inputs, desc=f"generate {folder.name}")):
-        images = pipeline(load_image(item.image), load_mask(item.mask), item.prompt, num_images=num_images,
-                          options=options, generator=torch.Generator().manual_seed(seed + index))
-        for sample, image in enumerate(images):
-            save_image(image, generated_path(folder, item.id, sample))
+def sample_files(folder: Path, input_id: str) -> list[tuple[int, Path]]:
+    """(k, path) of every `<id>_<k>.png` in folder, by k. Exact names only: id "1" does not claim "1_2_0.png"."""
+    pattern = re.compile(re.escape(input_id) + r"_(\d+)\.png")
+    found = [(int(match.group(1)), path) for path in folder.glob(f"{input_id}_*.png")
+             if (match := pattern.fullmatch(path.name))]
+    return sorted(found)
 
 
 def generated_samples(folder: Path, item: EvaluationInput) -> list[Path]:
-    samples = sorted(folder.glob(f"{item.id}_*.png"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    samples = [path for _, path in sample_files(folder, item.id)]
     if not samples:
         raise FileNotFoundError(f"no generated image for input {item.id!r} in {folder} "
                                 f"(expected {generated_path(folder, item.id, 0).name}, ...)")
     return samples
 
 
-def measure_method(method: str, folder: Path, inputs: list[EvaluationInput], segmenter: Segmenter) -> list[dict]:
-    """One record per generated image: object expansion, and for toy scenes whether the painted
-    background is the prompted one (the toy world's stand-in for CLIP score)."""
+def load_samples(folder: Path, item: EvaluationInput) -> torch.Tensor:
+    """(K, 3, H, W) in [-1, 1]: every generated image of one input."""
+    samples = [load_image(path) for path in generated_samples(folder, item)]
+    sizes = {tuple(sample.shape[-2:]) for sample in samples}
+    if len(sizes) > 1:
+        raise ValueError(f"the images of input {item.id!r} in {folder} differ in size ({sorted(sizes)})")
+    return torch.stack(samples)
+
+
+def generate(pipeline, inputs: Sequence[EvaluationInput], folder: Path, num_images: int, options,
+             seed: int) -> None:
+    """Write num_images samples per input. Input i draws its noise from seed + i, so every method
+    sees the same noise. Samples beyond num_images left from an earlier run are removed, so that
+    they are not measured with the new ones."""
+    from ..pipeline import InputError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, item in enumerate(tqdm(inputs, desc=f"generate {folder.name}")):
+        try:
+            images = pipeline(load_image(item.image), load_mask(item.mask), item.prompt, num_images=num_images,
+                              options=options, generator=torch.Generator().manual_seed(seed + index))
+        except InputError as error:
+            raise ValueError(f"input {item.id!r} ({item.image}, {item.mask}): {error}") from None
+        for sample, image in enumerate(images):
+            save_image(image, generated_path(folder, item.id, sample))
+        for sample, stale in sample_files(folder, item.id):
+            if sample >= num_images:
+                stale.unlink()
+
+
+def object_mask_of(item: EvaluationInput) -> torch.Tensor:
+    object_mask = load_mask(item.mask)[0] >= 0.5  # (H, W) bool
+    if not object_mask.any():
+        raise ValueError(f"the mask of input {item.id!r}, {item.mask}, is empty (white = object)")
+    return object_mask
+
+
+@torch.no_grad()
+def image_records(method: str, folder: Path, inputs: Sequence[EvaluationInput], segmenter: Segmenter,
+                  clip_embedder=None, device: str | torch.device = "cpu") -> list[dict]:
+    """One record per generated image of a method:
+
+      expanded_pixels, expansion_fraction,
+      expansion_ratio                      object expansion (see expansion.py), always
+      background_match                     toy scenes: 1 if the painted background is classified as
+                                           the prompted one (the toy world's stand-in for CLIP score)
+      clip_score, object_similarity        with a CLIP embedder (see clip_score.py)
+    """
     signatures = None
     records = []
     for item in tqdm(inputs, desc=f"measure {method}"):
-        object_mask = load_mask(item.mask)[0] >= 0.5  # (H, W)
-        for path in generated_samples(folder, item):
-            image = load_image(path)
-            if image.shape[-2:] != object_mask.shape:
-                raise ValueError(f"{path} is {tuple(image.shape[-2:])} but its input mask is "
-                                 f"{tuple(object_mask.shape)}; generated images keep the input's size")
+        object_mask = object_mask_of(item)
+        paths = generated_samples(folder, item)
+        samples = load_samples(folder, item)  # (K, 3, H, W)
+        if samples.shape[-2:] != object_mask.shape:
+            raise ValueError(f"{paths[0]} is {tuple(samples.shape[-2:])} but the mask of input {item.id!r} is "
+                             f"{tuple(object_mask.shape)}; generated images keep the input's size")
+        item_records = []
+        for path, image in zip(paths, samples):
             expansion = object_expansion(object_mask, segmenter.segment(image, object_mask))
             record = {"method": method, "id": item.id, "file": str(path), "category": item.category,
+                      "expanded_pixels": expansion.expanded_pixels,
                       "expansion_fraction": expansion.expansion_fraction,
                       "expansion_ratio": expansion.expansion_ratio}
-            if item.category in BACKGROUNDS:
+            if item.background is not None:
                 signatures = signatures or background_signatures(size=image.shape[-1])
                 record["background_match"] = float(
-                    classify_background(image, object_mask.float(), signatures) == item.category)
-            records.append(record)
+                    classify_background(image, object_mask.float(), signatures) == item.background)
+            item_records.append(record)
+        if clip_embedder is not None:
+            from .clip_score import clip_score, object_similarity  # open_clip loads only when it is used
+
+            count = len(samples)
+            original = load_image(item.image)[None].expand(count, -1, -1, -1).to(device)
+            scores = clip_score(clip_embedder, samples.to(device), [item.prompt] * count)
+            similarities = object_similarity(clip_embedder, original, samples.to(device),
+                                             object_mask[None].expand(count, -1, -1).to(device))
+            for record, score, similarity in zip(item_records, scores.tolist(), similarities.tolist()):
+                record.update(clip_score=score, object_similarity=similarity)
+        records += item_records
     return records
 
 
-def load_samples(folder: Path, item: EvaluationInput) -> torch.Tensor:
-    return torch.stack([load_image(path) for path in generated_samples(folder, item)])  # (K, 3, H, W)
+def image_files(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"the folder of real images {folder} does not exist")
+    files = sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def fid_per_method(folders: Mapping[str, Path], inputs: Sequence[EvaluationInput], inception,
+                   real_images: Sequence[Path], device: str | torch.device = "cpu") -> dict[str, float]:
+    """FID of each method's images against the real images (Inception features, see fid.py)."""
+    from .fid import extract_features, fid_from_features
+
+    real_batches = (load_image(path)[None] for path in tqdm(real_images, desc="FID real images"))
+    real_features = extract_features(real_batches, inception, device)  # (N_real, 2048)
+    results = {}
+    for method, folder in folders.items():
+        batches = (load_samples(folder, item) for item in tqdm(inputs, desc=f"FID {method}"))
+        results[method] = fid_from_features(real_features, extract_features(batches, inception, device))
+    return results
+
+
+def lpips_diversity_per_method(folders: Mapping[str, Path], inputs: Sequence[EvaluationInput], lpips,
+                               device: str | torch.device = "cpu") -> dict[str, float]:
+    """Mean over inputs of the mean LPIPS between an input's samples; inputs with one sample are left out."""
+    from .lpips import pairwise_diversity
+
+    results = {}
+    for method, folder in folders.items():
+        diversities = []
+        for item in tqdm(inputs, desc=f"LPIPS {method}"):
+            samples = load_samples(folder, item)
+            if len(samples) >= 2:
+                diversities.append(pairwise_diversity(lpips, samples.to(device)))
+        if diversities:
+            results[method] = sum(diversities) / len(diversities)
+    return results
+
+
+def check_weight_file(path: str | Path, flag: str, expected: str) -> None:
+    """Fail before any long work if a weights file is missing."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{flag}: no file at {path}; pass the path of {expected}")
+
+
+def load_weights(loader: Callable, path: str | Path, what: str, *args, **kwargs):
+    """`loader(*args, **kwargs)`, turning a file that is not the expected weights into a one-line error."""
+    try:
+        return loader(*args, **kwargs)
+    except (pickle.UnpicklingError, EOFError):
+        raise ValueError(f"cannot load {path} as {what}: it is not a PyTorch weights file, or a damaged one") from None
+    except RuntimeError as error:  # load_state_dict's missing/unexpected keys, a broken zip archive
+        details = " ".join(line.strip() for line in str(error).strip().splitlines()[:2])
+        raise ValueError(f"cannot load {path} as {what}; is it the right file? ({details[:200]})") from None
+
+
+def markdown_report(summary: Mapping, notes: Sequence[str] = ()) -> str:
+    """report.md: per method, the mean and the median over images; per category, the expansion ratio
+    (and for toy scenes, the background match)."""
+    methods = summary["methods"].values()
+    sections = [("Per method, mean over images", markdown_table(summary, statistic="mean")),
+                ("Per method, median over images", markdown_table(summary, statistic="median")),
+                ("Expansion ratio per category, mean", markdown_category_table(summary, "expansion_ratio")),
+                ("Expansion ratio per category, median",
+                 markdown_category_table(summary, "expansion_ratio", statistic="median"))]
+    if any("background_match" in method["metrics"] for method in methods):
+        sections.append(("Background as prompted per category (toy), mean",
+                         markdown_category_table(summary, "background_match")))
+    text = "# Evaluation\n\n" + "".join(f"## {title}\n\n{table}\n\n" for title, table in sections)
+    if notes:
+        text += "".join(f"- {note}\n" for note in notes)
+    return text
