@@ -1,10 +1,15 @@
 """The samplers against diffusers' schedulers, step by step (fixture: tests/fixtures/make_sampling_fixtures.py).
 
 The stand-in network model(x, t) = 0.3 x + sin(t / 100) * PATTERN makes every step depend on the
-previous one, so a wrong timestep, alpha or update anywhere shows in all later latents.
-Tolerance: 1e-5 relative plus 1e-5 absolute. Our schedule is float64 and diffusers' float32, so the
-two differ by float32 rounding; the stand-in lets DPM-Solver's latents grow to ~20, where we measured
-at most 1.5e-5 absolute, 7.3e-7 relative.
+previous one, so a wrong timestep, alpha or update anywhere shows in all later latents. Our samplers
+are pure functions, so the latents after each step are the inputs of the next model call.
+
+Tolerance: 1e-5 relative plus 1e-5 absolute, on latents of up to ~30 (a one-step sample is x_0 itself,
+x_t magnified by 1 / sqrt(a_999) ~ 15). Our schedule and step coefficients are float64 Python floats,
+diffusers' are float32 tensors (alphas_cumprod, and DPM-Solver's sigmas, are rounded to float32 before
+use), so the two differ by float32 rounding accumulated over the steps: measured at most 1.5e-5
+absolute (dpm_1_epsilon, latents ~30), 7e-7 of the largest latent, i.e. 21% of the tolerance.
+Reading alphas_cumprod one timestep off gives errors of 2e-3 to 2e-1, over 100 times the tolerance.
 """
 from pathlib import Path
 
@@ -13,30 +18,33 @@ import torch
 from safetensors.torch import load_file
 
 from salient_outpaint.config import ScheduleConfig
-from salient_outpaint.sampling import ddim_sample, dpm_solver_sample
+from salient_outpaint.sampling import SAMPLERS, ddim_sample, dpm_solver_sample
 from salient_outpaint.sampling.schedule import (add_noise, alphas_cumprod, leading_timesteps, linspace_timesteps,
                                                 predicted_clean_and_noise, velocity)
 
 FIXTURE = load_file(Path(__file__).parent / "fixtures" / "sampling.safetensors")
+TOLERANCE = dict(rtol=1e-5, atol=1e-5)
+SAMPLER_OF = {"ddim": ddim_sample, "dpm": dpm_solver_sample}
 CASES = {  # the fixture's cases: name -> (sampler, steps, prediction type, eta)
-    "ddim_10_epsilon": (ddim_sample, 10, "epsilon", 0.0),
-    "ddim_20_v": (ddim_sample, 20, "v_prediction", 0.0),
-    "ddim_10_epsilon_eta1": (ddim_sample, 10, "epsilon", 1.0),
-    "dpm_20_epsilon": (dpm_solver_sample, 20, "epsilon", 0.0),
-    "dpm_10_v": (dpm_solver_sample, 10, "v_prediction", 0.0),
-    "dpm_25_epsilon": (dpm_solver_sample, 25, "epsilon", 0.0),
+    "ddim_10_epsilon": ("ddim", 10, "epsilon", 0.0),
+    "ddim_20_v": ("ddim", 20, "v_prediction", 0.0),
+    "ddim_7_v": ("ddim", 7, "v_prediction", 0.0),
+    "ddim_1_epsilon": ("ddim", 1, "epsilon", 0.0),
+    "ddim_10_epsilon_eta1": ("ddim", 10, "epsilon", 1.0),
+    "ddim_10_v_eta1": ("ddim", 10, "v_prediction", 1.0),
+    "dpm_20_epsilon": ("dpm", 20, "epsilon", 0.0),
+    "dpm_25_epsilon": ("dpm", 25, "epsilon", 0.0),
+    "dpm_10_v": ("dpm", 10, "v_prediction", 0.0),
+    "dpm_7_epsilon": ("dpm", 7, "epsilon", 0.0),
+    "dpm_2_v": ("dpm", 2, "v_prediction", 0.0),
+    "dpm_1_epsilon": ("dpm", 1, "epsilon", 0.0),
 }
+NOISE_SEED = 1  # the generator the fixture's eta = 1 cases drew from
 
 
-def test_schedule_matches_the_reference():
-    ours = alphas_cumprod(ScheduleConfig())
-    torch.testing.assert_close(ours, FIXTURE["alphas_cumprod"], rtol=1e-6, atol=0)
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_sampler_follows_the_reference_step_by_step(name):
-    sampler, steps, prediction_type, eta = CASES[name]
-    pattern, start = FIXTURE["pattern"], FIXTURE["start"]
+def run_recording(sampler, steps, prediction_type, eta=0.0, seed=NOISE_SEED):
+    """Run `sampler` on the stand-in model -> (timesteps seen, latents after each step)."""
+    pattern = FIXTURE["pattern"]
     seen_timesteps, inputs = [], []
 
     def stand_in_model(latents, timestep):
@@ -44,32 +52,86 @@ def test_sampler_follows_the_reference_step_by_step(name):
         inputs.append(latents.clone())
         return 0.3 * latents + torch.sin(timestep.float() / 100) * pattern
 
-    final = sampler(stand_in_model, start.clone(), steps, alphas_cumprod(ScheduleConfig()), prediction_type,
-                    eta=eta, generator=torch.Generator().manual_seed(1))
+    final = sampler(stand_in_model, FIXTURE["start"].clone(), steps, alphas_cumprod(ScheduleConfig()),
+                    prediction_type, eta=eta, generator=torch.Generator().manual_seed(seed))
+    return seen_timesteps, torch.stack(inputs[1:] + [final])
+
+
+def test_fixture_cases_are_the_ones_tested():
+    assert {key.split(".")[0] for key in FIXTURE if key.endswith(".trajectory")} == set(CASES)
+
+
+def test_schedule_matches_the_reference():
+    """The reference's float32 schedule is ours rounded to float32."""
+    ours = alphas_cumprod(ScheduleConfig())
+    assert ours.dtype == torch.float64 and ours.shape == (1000,)
+    torch.testing.assert_close(ours, FIXTURE["alphas_cumprod"], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_sampler_follows_the_reference_step_by_step(name):
+    sampler, steps, prediction_type, eta = CASES[name]
+    seen_timesteps, trajectory = run_recording(SAMPLER_OF[sampler], steps, prediction_type, eta)
     assert seen_timesteps == FIXTURE[f"{name}.timesteps"].tolist()
-    trajectory = torch.stack(inputs[1:] + [final])  # the latents after each step
-    torch.testing.assert_close(trajectory, FIXTURE[f"{name}.trajectory"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(trajectory, FIXTURE[f"{name}.trajectory"], **TOLERANCE)
 
 
-def test_timestep_spacings():
+def test_ancestral_ddim_depends_on_the_generator():
+    """eta = 1 draws fresh noise each step; with another seed the path must differ (else the eta = 1
+    cases would not test the noise at all)."""
+    _, with_seed = run_recording(ddim_sample, 10, "epsilon", eta=1.0)
+    _, other_seed = run_recording(ddim_sample, 10, "epsilon", eta=1.0, seed=NOISE_SEED + 1)
+    assert (with_seed[-1] - other_seed[-1]).abs().max() > 1e-2
+
+
+def test_dpm_solver_ignores_eta_and_generator():
+    _, deterministic = run_recording(dpm_solver_sample, 10, "epsilon", eta=0.0)
+    _, with_eta = run_recording(dpm_solver_sample, 10, "epsilon", eta=1.0)
+    torch.testing.assert_close(with_eta, deterministic, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("steps", [1, 3, 50, 999])
+def test_timestep_spacings_match_the_reference(steps):
+    assert leading_timesteps(steps, 1000) == FIXTURE[f"ddim_spacing_{steps}"].tolist()
+    assert linspace_timesteps(steps, 1000) == FIXTURE[f"dpm_spacing_{steps}"].tolist()
+
+
+def test_timestep_spacings_by_hand():
     assert leading_timesteps(50, 1000)[:3] == [981, 961, 941] and leading_timesteps(50, 1000)[-1] == 1
-    assert linspace_timesteps(20, 1000)[:2] == [999, 949]
-    for spacing in (leading_timesteps, linspace_timesteps):
-        for steps in (0, 1001):
-            with pytest.raises(ValueError, match="steps must be between 1 and 1000"):
-                spacing(steps, 1000)
+    assert linspace_timesteps(20, 1000)[:2] == [999, 949] and linspace_timesteps(20, 1000)[-1] == 50
 
 
-def test_noise_velocity_and_predictions_are_consistent():
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("steps", [0, -1, 1000, 1001])
+def test_samplers_refuse_impossible_step_counts(sampler, steps):
+    """1000 steps of 1000 is refused too: DDIM's "leading" spacing would start at t = 1000, past the
+    schedule (diffusers raises IndexError), and DPM-Solver's "linspace" would repeat t = 500, a zero
+    step (diffusers returns NaN)."""
+    never_called = lambda latents, timestep: pytest.fail("the model must not run")
+    with pytest.raises(ValueError, match="steps must be between 1 and 999"):
+        SAMPLERS[sampler](never_called, torch.zeros(1, 4, 2, 2), steps, alphas_cumprod(ScheduleConfig()))
+
+
+def test_add_noise_and_velocity_match_the_reference():
+    clean, noise, timesteps = FIXTURE["noise.clean"], FIXTURE["noise.noise"], FIXTURE["noise.timesteps"]
     alphas = alphas_cumprod(ScheduleConfig())
-    clean, noise = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
-    timesteps = torch.tensor([0, 500, 999])
+    torch.testing.assert_close(add_noise(clean, noise, timesteps, alphas), FIXTURE["noise.noisy"],
+                               rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(velocity(clean, noise, timesteps, alphas), FIXTURE["noise.velocity"],
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_predictions_invert_add_noise_and_velocity():
+    """epsilon and v outputs both recover (x_0, eps) from x_t, up to float32 rounding (measured 1.5e-6;
+    at t = 999 x_0 = (x_t - sqrt(1 - a) eps) / sqrt(a) magnifies it by 1 / sqrt(a) ~ 15)."""
+    clean, noise, timesteps = FIXTURE["noise.clean"], FIXTURE["noise.noise"], FIXTURE["noise.timesteps"]
+    alphas = alphas_cumprod(ScheduleConfig())
     noisy, v = add_noise(clean, noise, timesteps, alphas), velocity(clean, noise, timesteps, alphas)
     for index, t in enumerate(timesteps.tolist()):
         alpha = float(alphas[t])
         for prediction_type, output in (("epsilon", noise[index]), ("v_prediction", v[index])):
             predicted_clean, predicted_noise = predicted_clean_and_noise(output, noisy[index], alpha, prediction_type)
-            torch.testing.assert_close(predicted_clean, clean[index], rtol=0, atol=2e-3 if t == 999 else 1e-4)
-            torch.testing.assert_close(predicted_noise, noise[index], rtol=0, atol=1e-4)
+            torch.testing.assert_close(predicted_clean, clean[index], rtol=0, atol=1e-5)
+            torch.testing.assert_close(predicted_noise, noise[index], rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="unknown prediction type"):
         predicted_clean_and_noise(noise, noisy, 0.5, "sample")

@@ -52,17 +52,22 @@ def predicted_clean_and_noise(model_output: torch.Tensor, sample: torch.Tensor, 
     raise ValueError(f"unknown prediction type {prediction_type!r}; expected epsilon or v_prediction")
 
 
+def check_steps(steps: int, num_train_timesteps: int) -> None:
+    """At most T - 1 steps: with T, "leading" would start at t = T (past the schedule's end) and
+    "linspace" would repeat a timestep (a zero step that DPM-Solver divides by)."""
+    if not 1 <= steps < num_train_timesteps:
+        raise ValueError(f"steps must be between 1 and {num_train_timesteps - 1}, not {steps}")
+
+
 def leading_timesteps(steps: int, num_train_timesteps: int, offset: int = 1) -> list[int]:
     """DDIM's spacing for SD ("leading", steps_offset 1): 981, 961, ..., 1 for 50 of 1000."""
-    if not 1 <= steps <= num_train_timesteps:
-        raise ValueError(f"steps must be between 1 and {num_train_timesteps}, not {steps}")
+    check_steps(steps, num_train_timesteps)
     stride = num_train_timesteps // steps
     return [step * stride + offset for step in reversed(range(steps))]
 
 
 def linspace_timesteps(steps: int, num_train_timesteps: int) -> list[int]:
     """DPM-Solver's spacing: evenly from T-1 down, rounded (999, 949, ..., 50 for 20 of 1000)."""
-    if not 1 <= steps <= num_train_timesteps:
-        raise ValueError(f"steps must be between 1 and {num_train_timesteps}, not {steps}")
+    check_steps(steps, num_train_timesteps)
     points = torch.linspace(0, num_train_timesteps - 1, steps + 1, dtype=torch.float64).round()
     return [int(t) for t in points.flip(0)[:-1]]
