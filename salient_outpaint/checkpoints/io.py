@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -39,19 +40,26 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                           f"{', '.join(PICKLE_SUFFIXES)} or a diffusers folder")
 
 
-def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
-    """Write atomically: a crash leaves either the old file or the new one, never half of one."""
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Call `write(temporary_path)`, then rename onto `path`: a crash leaves either the old file or
+    the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {key: value.detach().contiguous().cpu() for key, value in state_dict.items()}
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(handle)
     try:
-        if path.suffix == ".safetensors":
-            save_file(tensors, temporary)
-        else:
-            torch.save(tensors, temporary)
+        write(temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+    return path
+
+
+def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Write atomically, as safetensors or (other suffixes) a pickled dict of tensors."""
+    tensors = {key: value.detach().contiguous().cpu() for key, value in state_dict.items()}
+    if Path(path).suffix == ".safetensors":
+        atomic_write(path, lambda temporary: save_file(tensors, temporary))
+    else:
+        atomic_write(path, lambda temporary: torch.save(tensors, temporary))

@@ -7,13 +7,13 @@ temporary name and renamed, so a crash never leaves half a checkpoint.
 """
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..checkpoints.io import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -34,17 +34,7 @@ def restore_rng_states(states: dict) -> None:
 
 
 def save_training_state(out_dir: str | Path, state: dict) -> Path:
-    path = Path(out_dir) / CHECKPOINT_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=CHECKPOINT_NAME, suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    return atomic_write(Path(out_dir) / CHECKPOINT_NAME, lambda temporary: torch.save(state, temporary))
 
 
 def load_training_state(out_dir: str | Path) -> dict | None:
