@@ -7,6 +7,14 @@ from salient_outpaint.config import SD2_INPAINT, TOY
 from salient_outpaint.modules import ControlNet, build_models
 
 
+def toy_unet_with_and_without_controlnet(models, timesteps):
+    """The TOY U-Net's output on random inputs with the ControlNet's residuals, and without them."""
+    latent_input, context = torch.randn(2, 9, 16, 16), torch.randn(2, 77, 64)
+    with torch.no_grad():
+        residuals = models.controlnet(latent_input, timesteps, context, torch.rand(2, 3, 64, 64))
+        return models.unet(latent_input, timesteps, context, residuals), models.unet(latent_input, timesteps, context)
+
+
 def count(module):
     return sum(parameter.numel() for parameter in module.parameters())
 
@@ -48,11 +56,7 @@ def test_controlnet_built_from_unet_copies_its_encoder_and_starts_as_a_no_op():
                 assert not value.any(), f"{key} should start at zero"
         else:
             assert torch.equal(value, unet_weights[key]), f"{key} was not copied from the U-Net"
-    latent_input, context = torch.randn(2, 9, 16, 16), torch.randn(2, 77, 64)
-    with torch.no_grad():
-        residuals = models.controlnet(latent_input, torch.tensor([3, 900]), context, torch.rand(2, 3, 64, 64))
-        controlled = models.unet(latent_input, torch.tensor([3, 900]), context, residuals)
-        plain = models.unet(latent_input, torch.tensor([3, 900]), context)
+    controlled, plain = toy_unet_with_and_without_controlnet(models, torch.tensor([3, 900]))
     assert torch.equal(controlled, plain)
 
 

@@ -15,6 +15,7 @@ from salient_outpaint.training import distributed
 from salient_outpaint.training.config import TrainConfig
 from salient_outpaint.training.loop import Trainer, run
 from salient_outpaint.training.state import load_training_state
+from tests.test_models import toy_unet_with_and_without_controlnet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,11 +38,7 @@ def test_only_the_controlnet_changes_and_it_starts_as_the_frozen_unet(tmp_path):
     before = snapshot(trainer)
 
     # Step 0: the zero convolutions make the controlled U-Net equal to the U-Net alone.
-    latent_input, context = torch.randn(2, 9, 16, 16), torch.randn(2, 77, 64)
-    with torch.no_grad():
-        residuals = models.controlnet(latent_input, torch.tensor([7, 700]), context, torch.rand(2, 3, 64, 64))
-        controlled = models.unet(latent_input, torch.tensor([7, 700]), context, residuals)
-        plain = models.unet(latent_input, torch.tensor([7, 700]), context)
+    controlled, plain = toy_unet_with_and_without_controlnet(models, torch.tensor([7, 700]))
     assert torch.equal(controlled, plain)
 
     for step in range(3):
