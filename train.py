@@ -8,6 +8,10 @@
   torchrun --nproc_per_node=N train.py ...
   # continue a run where it stopped
   python train.py ... --resume
+  # encode the data once (2 epochs of augmentation) with the frozen VAE and text encoder,
+  # then train from those latents: the same losses, without the encoders in every step
+  python train.py ... --latents runs/latents --precompute-latents 2
+  python train.py ... --latents runs/latents
   # time one training step
   python train.py --preset toy --benchmark 5
 
@@ -30,6 +34,8 @@ HELP = {
             "a ControlNet not among them starts as a copy of the loaded U-Net",
     "data": "dataset specs: toy[:N], salient:ROOT[:CAPTIONS], coco:IMAGES:CAPTIONS_JSON:MASKS",
     "data_weights": "mixture weights, one per --data spec",
+    "latents": "folder of precomputed latents and text embeddings to train from (controlnet stage; made with "
+               "--precompute-latents; must match --preset, --resolution, --data, --seed, --frozen-dtype, --init)",
     "out_dir": "where the checkpoint, exported weights (out_dir/weights) and log.jsonl go",
     "resolution": "training image size (square crops)",
     "steps": "optimizer steps in total (a resumed run stops at the same total)",
@@ -54,7 +60,7 @@ HELP = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, int]:
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
@@ -70,18 +76,27 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, int]:
     parser.add_argument("--benchmark", type=int, default=0, metavar="STEPS",
                         help="time STEPS training steps (after one warm-up step) and print samples/s and peak "
                              "memory; writes nothing")
+    parser.add_argument("--precompute-latents", type=int, default=0, metavar="EPOCHS",
+                        help="instead of training, encode EPOCHS epochs of the data (each with its own "
+                             "augmentation) into the --latents folder; rerun to finish an interrupted run")
     args = vars(parser.parse_args(argv))
-    benchmark = args.pop("benchmark")
+    modes = {"benchmark": args.pop("benchmark"), "precompute_latents": args.pop("precompute_latents")}
     values = {key: tuple(value) if isinstance(value, list) else value for key, value in args.items()}
-    return TrainConfig(**values), benchmark
+    return TrainConfig(**values), modes
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        config, benchmark_steps = parse_args(argv)
-        if benchmark_steps:
+        config, modes = parse_args(argv)
+        if modes["benchmark"]:
             from salient_outpaint.training.benchmark import benchmark
-            print(json.dumps(benchmark(config, benchmark_steps)))
+            print(json.dumps(benchmark(config, modes["benchmark"])))
+            return 0
+        if modes["precompute_latents"]:
+            from salient_outpaint.training.loop import precompute
+            summary = precompute(config, modes["precompute_latents"])
+            if summary:
+                print(json.dumps(summary))
             return 0
         from salient_outpaint.training.loop import train
         record = train(config)

@@ -18,6 +18,7 @@ def benchmark(config: TrainConfig, steps: int) -> dict:
     seconds = time.perf_counter() - start
     return {"preset": config.preset, "stage": config.stage, "resolution": config.resolution,
             "batch_size": trainer.global_batch, "precision": config.precision,
-            "gradient_checkpointing": config.gradient_checkpointing, "seconds_per_step": seconds / steps,
+            "gradient_checkpointing": config.gradient_checkpointing, "precomputed_latents": bool(config.latents),
+            "seconds_per_step": seconds / steps,
             "samples_per_s": steps * trainer.global_batch / seconds,
             "peak_memory_mb": peak_memory_mb(trainer.process.device)}

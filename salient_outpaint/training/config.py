@@ -18,6 +18,7 @@ class TrainConfig:
     init: tuple[str, ...] = ()  # checkpoints loaded before training (any layout the loader reads)
     data: tuple[str, ...] = ("toy",)  # dataset specs, see salient_outpaint/data/specs.py
     data_weights: tuple[float, ...] = ()  # mixture weights, one per spec (default: equal)
+    latents: str = ""  # a folder of precomputed VAE latents and text embeddings (latent_cache.py); "": encode live
     out_dir: str = "runs/controlnet"
     resolution: int = 64
     steps: int = 1000
@@ -48,6 +49,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be fp32, bf16 or fp16, not {value!r}")
         if self.data_weights and len(self.data_weights) != len(self.data):
             raise ValueError("give one --data-weights value per --data spec")
+        if self.latents and self.stage != "controlnet":
+            raise ValueError("precomputed --latents serve the controlnet stage only: its paint mask is fixed by the "
+                             f"object mask, while the {self.stage} stage draws new masks (or trains the encoder) "
+                             "at every step")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -2,7 +2,8 @@
 
     models = build + --init checkpoints;  trainable = the stage's networks, the rest frozen
     for step in range(start, steps):
-        for each micro-batch (positions fixed by (seed, step, rank), see sampler.py):
+        for each micro-batch (positions fixed by (seed, step, rank), see sampler.py; items are
+                              images, or their precomputed latents, see latent_cache.py):
             loss = objective(batch) / accumulation; backward   (DDP syncs on the last one)
         clip, AdamW step, LR schedule, EMA; log; checkpoint atomically every N steps;
         a grid of validation images every M steps
@@ -13,6 +14,7 @@ import contextlib
 import json
 import resource
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -26,6 +28,7 @@ from ..modules.controlnet import ControlNet
 from ..modules.models import Models, build_models
 from . import distributed
 from .config import DTYPES, TrainConfig
+from .latent_cache import open_latent_cache, precompute_latents
 from .objective import TrainingObjective
 from .sampler import batch_positions, item_at, sample_generator
 from .state import load_training_state, restore_rng_states, rng_states, save_training_state
@@ -50,16 +53,15 @@ def prepare_models(config: TrainConfig, device: torch.device) -> Models:
     return models
 
 
-def collate(dataset, positions, seed: int):
-    images, masks, captions = [], [], []
+def collate(dataset, positions, seed: int, device: torch.device) -> dict:
+    """The items at these stream positions as one batch: tensors stacked, captions listed."""
+    items = []
     for position in positions:
         epoch, index = item_at(position, len(dataset), seed)
         dataset.set_epoch(epoch)
-        item = dataset[index]
-        images.append(item["image"])
-        masks.append(item["mask"])
-        captions.append(item["caption"])
-    return torch.stack(images), torch.stack(masks), captions
+        items.append(dataset[index])
+    return {key: torch.stack([item[key] for item in items]).to(device) if isinstance(items[0][key], torch.Tensor)
+            else [item[key] for item in items] for key in items[0]}
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -77,6 +79,7 @@ class Trainer:
         objective = TrainingObjective(self.models, config.stage,
                                       config.objective or self.models.config.schedule.prediction_type,
                                       config.empty_prompt_probability, config.kl_weight).to(process.device)
+        self.objective = objective
         self.model = DistributedDataParallel(objective) if process.world_size > 1 else objective
         self.trained = {name: self.models.components()[name] for name in TRAINABLE[config.stage]}
         self.parameters = [p for module in self.trained.values() for p in module.parameters()]
@@ -91,6 +94,9 @@ class Trainer:
                                        enabled=config.precision != "fp32")
         self.dataset = build_dataset(config.data, config.data_weights, config.resolution, config.seed)
         self.global_batch = config.batch_size * process.world_size * config.grad_accumulation
+        self.training_items = self.dataset  # what batches are read from: images, or their precomputed latents
+        if config.latents:
+            self.training_items = open_latent_cache(self, config.latents)
 
     def step(self, step: int) -> float:
         """One optimizer step over this process's share of the global batch; returns the local loss."""
@@ -99,12 +105,12 @@ class Trainer:
         for micro_step in range(config.grad_accumulation):
             positions = batch_positions(step, micro_step, process.rank, process.world_size, config.batch_size,
                                         config.grad_accumulation)
-            images, masks, captions = collate(self.dataset, positions, config.seed)
+            batch = collate(self.training_items, positions, config.seed, process.device)
             generators = [sample_generator(config.seed, position) for position in positions]
             last_micro_step = micro_step == config.grad_accumulation - 1
             no_sync = process.world_size > 1 and not last_micro_step
             with self.model.no_sync() if no_sync else contextlib.nullcontext(), self.autocast:
-                loss = self.model(images.to(process.device), masks.to(process.device), captions, generators)
+                loss = self.model(batch, generators)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"the loss became {loss.item()} at step {step}; the last good checkpoint is in {config.out_dir} "
@@ -166,6 +172,19 @@ def train(config: TrainConfig) -> dict:
     process = distributed.start()
     try:
         return run(Trainer(config, process))
+    finally:
+        distributed.stop()
+
+
+def precompute(config: TrainConfig, epochs: int) -> dict | None:
+    """Write `epochs` epochs of precomputed latents into config.latents; returns a summary on the
+    main process (None on the others)."""
+    if not config.latents:
+        raise ValueError("--precompute-latents needs --latents FOLDER: where to write them")
+    process = distributed.start()
+    try:
+        summary = precompute_latents(Trainer(replace(config, latents=""), process), config.latents, epochs)
+        return summary if process.is_main else None
     finally:
         distributed.stop()
 

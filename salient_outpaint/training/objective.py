@@ -4,6 +4,11 @@ Only the stage's trainable networks have `requires_grad`; DDP synchronises just 
 Every random draw of a sample comes from that sample's own generator, in a fixed order
 (mask, then posterior noise, then timestep, then diffusion noise), so a batch's loss is a pure
 function of its positions in the data stream.
+
+A batch is a dict: "image" (B, 3, H, W), "mask" (B, 1, H, W) object masks, "caption" (B strings).
+A batch from precomputed latents (latent_cache.py) has the VAE posteriors of the ControlNet stage
+instead of "image" (see `vae_posteriors`); the posterior noise is drawn here either way, so both
+give the same loss.
 """
 from __future__ import annotations
 
@@ -38,10 +43,10 @@ class TrainingObjective(nn.Module):
         self.register_buffer("alphas_cumprod", alphas_cumprod(models.config.schedule).float(), persistent=False)
         self.text_cache: dict[str, torch.Tensor] = {}  # frozen text encoder: each caption is encoded once
 
-    def forward(self, images, object_masks, captions, generators):
+    def forward(self, batch: dict, generators: list[torch.Generator]) -> torch.Tensor:
         if self.stage == "vae":
-            return self.vae_loss(images, generators)
-        return self.diffusion_loss(images, object_masks, captions, generators)
+            return self.vae_loss(batch["image"], generators)
+        return self.diffusion_loss(batch, generators)
 
     def vae_loss(self, images, generators):
         """Reconstruction (L1 + L2) plus a small KL term; SD's VAE also had perceptual and GAN terms,
@@ -89,21 +94,30 @@ class TrainingObjective(nn.Module):
                 masks.append(random_inpainting_mask(height, width, generator).to(object_mask).reshape_as(object_mask))
         return torch.stack(masks)
 
-    def diffusion_loss(self, images, object_masks, captions, generators):
-        device = images.device
+    @torch.no_grad()
+    def vae_posteriors(self, images: torch.Tensor, paint_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Mean and std, each (B, 4, H/8, W/8), of the frozen VAE's posteriors of the images and of
+        the masked images: all the VAE gives a diffusion loss, and what precomputed latents store."""
+        vae = self.networks["vae"]
+        frozen_dtype = next(vae.parameters()).dtype
+        image_posterior = vae.encode(images.to(frozen_dtype))
+        masked_posterior = vae.encode(conditioning.masked_image(images, paint_mask).to(frozen_dtype))
+        return {"image_mean": image_posterior.mean, "image_std": image_posterior.std,
+                "masked_mean": masked_posterior.mean, "masked_std": masked_posterior.std}
+
+    def diffusion_loss(self, batch: dict, generators: list[torch.Generator]) -> torch.Tensor:
+        object_masks = batch["mask"]
+        device = object_masks.device
         paint_mask = self.paint_masks(object_masks.cpu(), generators).to(device)
         keep_prompt = per_sample_uniform(generators) >= self.empty_prompt_probability
-        captions = [caption if keep else "" for caption, keep in zip(captions, keep_prompt.tolist())]
-        vae, scale = self.networks["vae"], self.config.vae.scaling_factor
-        with torch.no_grad():
-            frozen_dtype = next(vae.parameters()).dtype
-            image_posterior = vae.encode(images.to(frozen_dtype))
-            masked_posterior = vae.encode(conditioning.masked_image(images, paint_mask).to(frozen_dtype))
-            latent_shape = tuple(image_posterior.mean.shape[1:])
-            latents = (image_posterior.mean + image_posterior.std * per_sample_randn(generators, latent_shape).to(
-                device)) * scale
-            masked_latents = (masked_posterior.mean + masked_posterior.std * per_sample_randn(
-                generators, latent_shape).to(device)) * scale
+        captions = [caption if keep else "" for caption, keep in zip(batch["caption"], keep_prompt.tolist())]
+        posteriors = batch if "image_mean" in batch else self.vae_posteriors(batch["image"], paint_mask)
+        latent_shape = tuple(posteriors["image_mean"].shape[1:])
+        scale = self.config.vae.scaling_factor
+        latents = (posteriors["image_mean"] + posteriors["image_std"] * per_sample_randn(
+            generators, latent_shape).to(device)) * scale
+        masked_latents = (posteriors["masked_mean"] + posteriors["masked_std"] * per_sample_randn(
+            generators, latent_shape).to(device)) * scale
         timesteps = torch.stack([torch.randint(0, len(self.alphas_cumprod), (), generator=g)
                                  for g in generators]).to(device)
         noise = per_sample_randn(generators, latent_shape).to(device)

@@ -1,0 +1,198 @@
+"""Precomputed latents: the frozen VAE and text encoder run once per item, not once per step.
+
+In the ControlNet stage everything the frozen encoders see is fixed by the dataset item: the image,
+the masked image (its paint mask is the background of the object mask) and the caption. So their
+outputs can be computed ahead, for a chosen number of epochs of augmentation:
+
+    LATENTS/manifest.json                          what the cache was made for (compared on use)
+    LATENTS/epoch_0000/shard_000000.safetensors    per item: VAE posterior mean and std of the image
+                                                   and of the masked image (4, H/8, W/8) each, the
+                                                   object mask (1, H, W) as uint8; captions in the
+                                                   file's metadata
+    LATENTS/text.safetensors                       one embedding per distinct caption, and ""
+
+The posterior noise, timestep and diffusion noise are still drawn at each step from the sample's
+generator, so a run reading the cache gives the same loss as one encoding live (to float rounding
+of batched convolutions). Epoch e of a run reads cached epoch e mod EPOCHS.
+
+Each file is written atomically and skipped when present, so an interrupted precomputation resumes
+where it stopped; under torchrun the shards are shared out between the processes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from .. import conditioning
+from ..checkpoints.io import atomic_write
+from . import distributed
+
+POSTERIOR_KEYS = ("image_mean", "image_std", "masked_mean", "masked_std")
+MANIFEST_NAME = "manifest.json"
+TEXT_NAME = "text.safetensors"
+RERUN_HINT = "run train.py with the same flags and --precompute-latents EPOCHS"
+
+
+def encoders_fingerprint(modules) -> str:
+    """SHA-256 of the frozen encoders' weights as they are used (after casting to --frozen-dtype)."""
+    digest = hashlib.sha256()
+    for module in modules:
+        for key, tensor in module.state_dict().items():
+            digest.update(key.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(trainer) -> dict:
+    """Everything that decides the cache's contents; a cache is used only where all of it matches."""
+    config = trainer.config
+    return {"preset": config.preset, "resolution": config.resolution, "data": list(config.data),
+            "data_weights": list(config.data_weights), "seed": config.seed, "frozen_dtype": config.frozen_dtype,
+            "num_items": len(trainer.dataset),
+            "encoders": encoders_fingerprint([trainer.models.vae, trainer.models.text_encoder])}
+
+
+def shard_path(directory: Path, epoch: int, shard: int) -> Path:
+    return directory / f"epoch_{epoch:04d}" / f"shard_{shard:06d}.safetensors"
+
+
+def all_shard_paths(directory: Path, manifest: dict) -> list[Path]:
+    shards = math.ceil(manifest["key"]["num_items"] / manifest["shard_size"])
+    return [shard_path(directory, epoch, shard) for epoch in range(manifest["epochs"]) for shard in range(shards)]
+
+
+class LatentDataset(Dataset):
+    """Items of a cache, in the dataset's own indexing: {"mask", "caption", *POSTERIOR_KEYS}."""
+
+    def __init__(self, directory: Path, manifest: dict):
+        self.directory, self.epochs, self.shard_size = directory, manifest["epochs"], manifest["shard_size"]
+        self.num_items = manifest["key"]["num_items"]
+        self.cached_epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.cached_epoch = epoch % self.epochs
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __getitem__(self, index: int) -> dict:
+        shard, row = divmod(index, self.shard_size)
+        with safe_open(str(shard_path(self.directory, self.cached_epoch, shard)), framework="pt") as file:
+            item = {key: file.get_slice(key)[row:row + 1][0] for key in (*POSTERIOR_KEYS, "mask")}
+            caption = json.loads(file.metadata()["captions"])[row]
+        return {**item, "mask": item["mask"].float(), "caption": caption}
+
+
+def read_manifest(directory: Path) -> dict | None:
+    path = directory / MANIFEST_NAME
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def differences(cached: dict, current: dict) -> list[str]:
+    return [f"{name}: cached {cached.get(name)!r}, now {value!r}" for name, value in current.items()
+            if cached.get(name) != value]
+
+
+def open_latent_cache(trainer, directory: str | Path) -> LatentDataset:
+    """Check the cache against the run, load its text embeddings into the objective's text cache
+    (so the text encoder is never called) and return its items."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise FileNotFoundError(f"no precomputed latents in {directory} (no {MANIFEST_NAME}); to make them, "
+                                f"{RERUN_HINT}")
+    mismatched = differences(manifest["key"], cache_key(trainer))
+    if mismatched:
+        raise ValueError(f"the latents in {directory} were made for another setup ({'; '.join(mismatched)}); "
+                         "precompute them again for this one, into another folder")
+    missing = [path for path in [*all_shard_paths(directory, manifest), directory / TEXT_NAME]
+               if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"the latents in {directory} are incomplete: {len(missing)} file(s) missing, "
+                                f"e.g. {missing[0]}; to finish them, {RERUN_HINT}")
+    text = load_file(str(directory / TEXT_NAME))["embeddings"]
+    with safe_open(str(directory / TEXT_NAME), framework="pt") as file:
+        captions = json.loads(file.metadata()["captions"])
+    trainer.objective.text_cache.update(zip(captions, text.to(trainer.process.device)))
+    run_epochs = math.ceil(trainer.config.steps * trainer.global_batch / manifest["key"]["num_items"])
+    if run_epochs > manifest["epochs"] and trainer.process.is_main:
+        print(f"note: this run reads {run_epochs} epochs of data and {directory} holds {manifest['epochs']}; "
+              f"epoch e reuses the augmentations of cached epoch e mod {manifest['epochs']}")
+    return LatentDataset(directory, manifest)
+
+
+@torch.no_grad()
+def write_shard(trainer, path: Path, epoch: int, indices: range) -> None:
+    dataset, objective = trainer.dataset, trainer.objective
+    dataset.set_epoch(epoch)
+    items = [dataset[index] for index in indices]
+    batch_size = trainer.config.batch_size
+    posteriors = {key: [] for key in POSTERIOR_KEYS}
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        images = torch.stack([item["image"] for item in chunk]).to(trainer.process.device)
+        object_masks = torch.stack([item["mask"] for item in chunk]).to(trainer.process.device)
+        with trainer.autocast:  # as in a training step, so both paths encode alike
+            encoded = objective.vae_posteriors(images, conditioning.paint_mask_from_object(object_masks))
+        for key in POSTERIOR_KEYS:
+            posteriors[key].append(encoded[key].cpu())
+    tensors = {key: torch.cat(parts).contiguous() for key, parts in posteriors.items()}
+    tensors["mask"] = torch.stack([item["mask"] for item in items]).to(torch.uint8)  # (N, 1, H, W) in {0, 1}
+    metadata = {"captions": json.dumps([item["caption"] for item in items])}
+    atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
+
+
+@torch.no_grad()
+def write_text_embeddings(trainer, directory: Path, manifest: dict) -> int:
+    captions = {""}  # the empty prompt of classifier-free guidance training
+    for path in all_shard_paths(directory, manifest):
+        with safe_open(str(path), framework="pt") as file:
+            captions.update(json.loads(file.metadata()["captions"]))
+    captions = sorted(captions)
+    embeddings = []
+    for start in range(0, len(captions), trainer.config.batch_size):
+        with trainer.autocast:
+            embeddings.append(trainer.objective.encode_text(captions[start:start + trainer.config.batch_size]).cpu())
+    tensors = {"embeddings": torch.cat(embeddings).contiguous()}  # (captions, context length, width)
+    atomic_write(directory / TEXT_NAME,
+                 lambda temporary: save_file(tensors, temporary, metadata={"captions": json.dumps(captions)}))
+    return len(captions)
+
+
+def precompute_latents(trainer, directory: str | Path, epochs: int, shard_size: int = 256) -> dict:
+    """Encode `epochs` epochs of the trainer's dataset into `directory`; returns a summary."""
+    if epochs < 1:
+        raise ValueError(f"--precompute-latents needs at least 1 epoch, not {epochs}")
+    directory, process = Path(directory), trainer.process
+    started = time.perf_counter()
+    manifest = {"format": 1, "epochs": epochs, "shard_size": shard_size, "key": cache_key(trainer)}
+    existing = read_manifest(directory)
+    if existing is not None and existing != manifest:
+        raise ValueError(f"{directory} already holds latents made otherwise "
+                         f"({'; '.join(differences(existing, manifest))}); use another folder or delete it")
+    distributed.barrier()  # every process has compared before the main one writes
+    if existing is None and process.is_main:
+        atomic_write(directory / MANIFEST_NAME, lambda temporary: Path(temporary).write_text(json.dumps(manifest)))
+    num_items = manifest["key"]["num_items"]
+    shards = [(epoch, shard) for epoch in range(epochs) for shard in range(math.ceil(num_items / shard_size))]
+    mine = shards[process.rank::process.world_size]
+    written = 0
+    for epoch, shard in tqdm(mine, desc="precompute latents", unit="shard", disable=not process.is_main):
+        path = shard_path(directory, epoch, shard)
+        if not path.is_file():
+            write_shard(trainer, path, epoch, range(shard * shard_size, min((shard + 1) * shard_size, num_items)))
+            written += 1
+    distributed.barrier()
+    captions = write_text_embeddings(trainer, directory, manifest) if process.is_main else 0
+    distributed.barrier()
+    return {"latents": str(directory), "epochs": epochs, "items": num_items, "shards": len(shards),
+            "shards_written_here": written, "captions": captions, "seconds": time.perf_counter() - started}

@@ -1,0 +1,100 @@
+"""Precomputed latents (training/latent_cache.py): the same training, without the frozen encoders."""
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+import train as train_cli
+from salient_outpaint.training import distributed, latent_cache
+from salient_outpaint.training.loop import Trainer
+from tests.test_training import toy_config
+
+
+def make_cache(config, directory, epochs, shard_size=3) -> dict:
+    return latent_cache.precompute_latents(Trainer(config, distributed.single_process()), directory, epochs,
+                                           shard_size=shard_size)
+
+
+def test_training_from_the_cache_gives_the_live_losses_without_running_the_encoders(tmp_path):
+    """6 steps of batch 2 over 8 items read 1.5 epochs, so the cache's second epoch is used. Losses agree
+    to 1e-5 relative: the cache's encoder ran on batches of another size, a few ulps apart (we measured
+    2e-7). Weights agree to 1e-4, a tenth of one AdamW step at lr 1e-3. Reading the wrong cached epoch
+    (another crop of the same scenes) moves the loss by 3e-3, so both tolerances would catch it."""
+    config = toy_config(tmp_path, data=("toy:8",), steps=6)
+    directory = tmp_path / "latents"
+    summary = make_cache(config, directory, epochs=2)
+    assert summary["shards"] == 6 and summary["shards_written_here"] == 6
+
+    live = Trainer(config, distributed.single_process())
+    cached = Trainer(replace(config, latents=str(directory)), distributed.single_process())
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a frozen encoder ran although its outputs are cached")
+
+    cached.models.text_encoder.forward = refuse
+    cached.models.vae.encode = refuse
+    for step in range(config.steps):
+        assert cached.step(step) == pytest.approx(live.step(step), rel=1e-5), f"step {step}"
+    for name, value in live.models.controlnet.state_dict().items():
+        torch.testing.assert_close(cached.models.controlnet.state_dict()[name], value, rtol=0, atol=1e-4)
+
+
+def test_a_cache_made_for_another_setup_is_refused_naming_the_differences(tmp_path):
+    config = toy_config(tmp_path, data=("toy:8",))
+    directory = tmp_path / "latents"
+    make_cache(config, directory, epochs=1)
+    with pytest.raises(ValueError, match=r"another setup.*resolution: cached 64, now 32"):
+        Trainer(replace(config, resolution=32, latents=str(directory)), distributed.single_process())
+    # Other frozen weights (another --init): the same run with one VAE weight changed.
+    trainer = Trainer(config, distributed.single_process())
+    with torch.no_grad():
+        trainer.models.vae.encoder.conv_in.weight[0, 0, 0, 0] += 1e-3
+    with pytest.raises(ValueError, match=r"another setup \(encoders: cached"):
+        latent_cache.open_latent_cache(trainer, directory)
+    with pytest.raises(ValueError, match="already holds latents made otherwise.*epochs: cached 1, now 2"):
+        make_cache(config, directory, epochs=2)
+
+
+def test_an_interrupted_precomputation_is_refused_then_finished_by_running_it_again(tmp_path, monkeypatch):
+    config = toy_config(tmp_path, data=("toy:8",))
+    directory = tmp_path / "latents"
+    real_write_shard = latent_cache.write_shard
+    written = []
+
+    def crash_on_the_third_shard(trainer, path, epoch, indices):
+        if len(written) == 2:
+            raise KeyboardInterrupt("simulated crash")
+        real_write_shard(trainer, path, epoch, indices)
+        written.append(path)
+
+    monkeypatch.setattr(latent_cache, "write_shard", crash_on_the_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        make_cache(config, directory, epochs=2)
+    assert not list(directory.rglob("*.tmp")), "a crash left a half-written file"
+    with pytest.raises(FileNotFoundError, match=r"incomplete: 5 file\(s\) missing.*--precompute-latents"):
+        Trainer(replace(config, latents=str(directory)), distributed.single_process())
+
+    monkeypatch.setattr(latent_cache, "write_shard", real_write_shard)
+    first_files = {path: path.stat().st_mtime_ns for path in written}
+    summary = make_cache(config, directory, epochs=2)
+    assert summary["shards_written_here"] == 4  # of 6: the two finished before the crash are kept
+    assert {path: path.stat().st_mtime_ns for path in written} == first_files
+    Trainer(replace(config, latents=str(directory)), distributed.single_process()).step(0)
+
+
+def test_cli_precomputes_and_explains_misuse_in_one_line(tmp_path, capsys):
+    common = ["--data", "toy:4", "--batch-size", "2", "--out-dir", str(tmp_path / "run")]
+    assert train_cli.main([*common, "--precompute-latents", "1"]) == 2
+    assert "needs --latents FOLDER" in capsys.readouterr().err
+
+    assert train_cli.main([*common, "--latents", str(tmp_path / "nowhere"), "--steps", "1"]) == 2
+    assert "no precomputed latents in" in capsys.readouterr().err
+
+    assert train_cli.main([*common, "--stage", "unet", "--latents", str(tmp_path / "latents")]) == 2
+    assert "controlnet stage only" in capsys.readouterr().err
+
+    assert train_cli.main([*common, "--latents", str(tmp_path / "latents"), "--precompute-latents", "1"]) == 0
+    assert '"items": 4' in capsys.readouterr().out
+    assert Path(tmp_path / "latents" / "text.safetensors").is_file()
+    assert train_cli.main([*common, "--latents", str(tmp_path / "latents"), "--steps", "2"]) == 0
