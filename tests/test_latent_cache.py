@@ -1,9 +1,13 @@
 """Precomputed latents (training/latent_cache.py): the same training, without the frozen encoders."""
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import train as train_cli
 from salient_outpaint.training import distributed, latent_cache
@@ -98,3 +102,28 @@ def test_cli_precomputes_and_explains_misuse_in_one_line(tmp_path, capsys):
     assert '"items": 4' in capsys.readouterr().out
     assert Path(tmp_path / "latents" / "text.safetensors").is_file()
     assert train_cli.main([*common, "--latents", str(tmp_path / "latents"), "--steps", "2"]) == 0
+
+
+@pytest.mark.slow
+def test_torchrun_shares_the_precomputation_and_writes_what_one_process_writes(tmp_path):
+    """Two gloo processes each write half the shards; every tensor equals the single-process cache's
+    (both with one thread each, so the convolutions round alike)."""
+    root = Path(__file__).resolve().parents[1]
+    common = ["--data", "toy:8", "--batch-size", "2", "--seed", "3", "--precompute-latents", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29547",
+                          "train.py", *common, "--latents", str(tmp_path / "two")],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count('"shards": 2') == 1  # only the main process prints the summary
+    assert '"shards_written_here": 1' in two.stdout  # the other shard was the other process's
+    one = subprocess.run([sys.executable, "train.py", *common, "--latents", str(tmp_path / "one")],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    files = sorted(path.relative_to(tmp_path / "one") for path in (tmp_path / "one").rglob("*.safetensors"))
+    assert len(files) == 3  # two epochs of one shard, and the text embeddings
+    for name in files:
+        single, shared = load_file(str(tmp_path / "one" / name)), load_file(str(tmp_path / "two" / name))
+        assert single.keys() == shared.keys()
+        for key in single:
+            assert torch.equal(single[key], shared[key]), f"{name}: {key}"
