@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
@@ -119,8 +119,8 @@ def open_latent_cache(trainer, directory: str | Path) -> LatentDataset:
     if missing:
         raise FileNotFoundError(f"the latents in {directory} are incomplete: {len(missing)} file(s) missing, "
                                 f"e.g. {missing[0]}; to finish them, {RERUN_HINT}")
-    text = load_file(str(directory / TEXT_NAME))["embeddings"]
     with safe_open(str(directory / TEXT_NAME), framework="pt") as file:
+        text = file.get_tensor("embeddings")  # (captions, context length, width)
         captions = json.loads(file.metadata()["captions"])
     trainer.objective.text_cache.update(zip(captions, text.to(trainer.process.device)))
     run_epochs = math.ceil(trainer.config.steps * trainer.global_batch / manifest["key"]["num_items"])
