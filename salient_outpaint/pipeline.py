@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from . import conditioning
 from .data.masks import feathered_paste
-from .modules.models import Models
+from .modules.models import Models, dtype_of
 from .modules.text import Tokenizer, encode_prompts
 from .sampling import SAMPLERS
 from .sampling.schedule import alphas_cumprod
@@ -51,11 +51,6 @@ def check_object_mask(object_mask: torch.Tensor, image: torch.Tensor) -> torch.T
     return binary
 
 
-def dtype_of(module: torch.nn.Module) -> torch.dtype:
-    """Networks may be stored in bf16/fp16 (training keeps frozen ones so); the sampler works in fp32."""
-    return next(module.parameters()).dtype
-
-
 def pad_to_multiple(tensor: torch.Tensor, multiple: int, value: float) -> torch.Tensor:
     height, width = tensor.shape[-2:]
     return F.pad(tensor, (0, -width % multiple, 0, -height % multiple), value=value)
@@ -81,9 +76,7 @@ class OutpaintPipeline:
             if controlnet is not None:
                 dtype = dtype_of(controlnet)
                 residuals = controlnet(unet_input.to(dtype), timestep, context.to(dtype), control.to(dtype),
-                                       options.control_scale)
-                residuals.down = [residual.to(dtype_of(unet)) for residual in residuals.down]
-                residuals.mid = residuals.mid.to(dtype_of(unet))
+                                       options.control_scale).to(dtype_of(unet))
             dtype = dtype_of(unet)
             prediction = unet(unet_input.to(dtype), timestep, context.to(dtype), residuals).float()
             if not guided:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from ..config import ModelConfig
@@ -31,3 +32,8 @@ def build_models(config: ModelConfig, with_controlnet: bool = True) -> Models:
     unet = UNet(config.unet)
     return Models(config=config, vae=AutoencoderKL(config.vae), unet=unet, text_encoder=TextEncoder(config.text),
                   controlnet=ControlNet.from_unet(unet, config.controlnet) if with_controlnet else None)
+
+
+def dtype_of(module: nn.Module) -> torch.dtype:
+    """The dtype a network is stored in: training may keep frozen networks in bf16/fp16."""
+    return next(module.parameters()).dtype

@@ -29,6 +29,10 @@ class ControlResiduals:
     down: list[torch.Tensor]
     mid: torch.Tensor
 
+    def to(self, dtype: torch.dtype) -> ControlResiduals:
+        """The residuals in the U-Net's dtype, when the two networks are stored in different ones."""
+        return ControlResiduals(down=[residual.to(dtype) for residual in self.down], mid=self.mid.to(dtype))
+
 
 class DownBlock(nn.Module):
     """One encoder level. Returns its output and the skip tensors it leaves for the decoder."""

@@ -18,7 +18,7 @@ from torch import nn
 
 from .. import conditioning
 from ..data.masks import dilate, erode, random_inpainting_mask
-from ..modules.models import Models
+from ..modules.models import Models, dtype_of
 from ..modules.text import Tokenizer
 from ..sampling.schedule import add_noise, alphas_cumprod, velocity
 
@@ -99,9 +99,8 @@ class TrainingObjective(nn.Module):
         """Mean and std, each (B, 4, H/8, W/8), of the frozen VAE's posteriors of the images and of
         the masked images: all the VAE gives a diffusion loss, and what precomputed latents store."""
         vae = self.networks["vae"]
-        frozen_dtype = next(vae.parameters()).dtype
-        image_posterior = vae.encode(images.to(frozen_dtype))
-        masked_posterior = vae.encode(conditioning.masked_image(images, paint_mask).to(frozen_dtype))
+        image_posterior = vae.encode(images.to(dtype_of(vae)))
+        masked_posterior = vae.encode(conditioning.masked_image(images, paint_mask).to(dtype_of(vae)))
         return {"image_mean": image_posterior.mean, "image_std": image_posterior.std,
                 "masked_mean": masked_posterior.mean, "masked_std": masked_posterior.std}
 
@@ -127,13 +126,11 @@ class TrainingObjective(nn.Module):
                                              masked_latents)
         context = self.encode_text(captions)
         unet = self.networks["unet"]
-        unet_dtype = unet.conv_in.weight.dtype
+        unet_dtype = dtype_of(unet)
         control = None
         if self.stage == "controlnet":
             control = self.networks["controlnet"](unet_input, timesteps, context,
-                                                  conditioning.control_image(paint_mask))
-            control.down = [residual.to(unet_dtype) for residual in control.down]
-            control.mid = control.mid.to(unet_dtype)
+                                                  conditioning.control_image(paint_mask)).to(unet_dtype)
         prediction = unet(unet_input.to(unet_dtype), timesteps, context.to(unet_dtype), control).float()
         target = noise if self.objective == "epsilon" else velocity(latents, noise, timesteps, self.alphas_cumprod)
         return F.mse_loss(prediction, target)
