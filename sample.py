@@ -97,7 +97,7 @@ def main(argv=None) -> int:
 
 def generate(args) -> int:
     from salient_outpaint.checkpoints import CheckpointError
-    from salient_outpaint.data.images import make_grid, save_image
+    from salient_outpaint.data.images import make_grid, mask_as_image, save_image
     from salient_outpaint.pipeline import OutpaintPipeline, SamplingOptions
 
     try:
@@ -117,8 +117,7 @@ def generate(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for index, generated in enumerate(images):
         save_image(generated, out / f"image_{index:02d}.png")
-    mask_as_image = mask.expand(3, -1, -1) * 2 - 1
-    save_image(make_grid([image, mask_as_image, *images], columns=2 + len(images)), out / "grid.png")
+    save_image(make_grid([image, mask_as_image(mask), *images], columns=2 + len(images)), out / "grid.png")
     print(f"wrote {len(images)} images and grid.png to {out} (prompt: {prompt!r})")
     return 0
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import evaluate as evaluate_cli
 from salient_outpaint.checkpoints import save_checkpoint
 from salient_outpaint.config import TOY
-from salient_outpaint.data.images import load_mask, save_image
+from salient_outpaint.data.images import load_mask, mask_as_image, save_image
 from salient_outpaint.data.masks import dilate
 from salient_outpaint.evaluation import clip_score, fid_inception, lpips, run
 from salient_outpaint.modules import build_models
@@ -28,7 +28,7 @@ def make_inputs(folder: Path, count=3) -> Path:
         mask[:, 10:20, 8 + index: 18 + index] = 1
         image[:, mask[0].bool()] = RED
         save_image(image, folder / f"{index}.png")
-        save_image(mask.expand(3, -1, -1) * 2 - 1, folder / f"{index}_mask.png")
+        save_image(mask_as_image(mask), folder / f"{index}_mask.png")
         lines.append(json.dumps({"id": str(index), "image": f"{index}.png", "mask": f"{index}_mask.png",
                                  "prompt": "a red square", "category": "even" if index % 2 == 0 else "odd"}))
     (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")

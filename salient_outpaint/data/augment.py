@@ -8,8 +8,8 @@ so an item is the same tensors whenever, and on whichever process, it is read.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from .images import resize_shorter_side
 from .masks import binarize
 
 
@@ -18,21 +18,13 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_000_007 + index) % 2**63)
 
 
-def resize_shorter_side(tensor: torch.Tensor, size: int) -> torch.Tensor:
-    """(C, H, W) -> (C, H', W') with min(H', W') = size, aspect ratio kept (bilinear, antialiased)."""
-    height, width = tensor.shape[-2:]
-    scale = size / min(height, width)
-    new_size = (max(size, round(height * scale)), max(size, round(width * scale)))
-    return F.interpolate(tensor[None], size=new_size, mode="bilinear", antialias=True, align_corners=False)[0]
-
-
 def augment(image: torch.Tensor, mask: torch.Tensor, size: int,
             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """image (3, H, W) in [-1, 1], mask (1, H, W) in [0, 1] -> (3, size, size) in [-1, 1],
     (1, size, size) in {0, 1}."""
     if image.shape[-2:] != mask.shape[-2:]:
         raise ValueError(f"image {tuple(image.shape[-2:])} and mask {tuple(mask.shape[-2:])} differ in size")
-    both = resize_shorter_side(torch.cat([image, mask]), size)  # (4, H', W')
+    both = resize_shorter_side(torch.cat([image, mask])[None], size, mode="bilinear")[0]  # (4, H', W')
     height, width = both.shape[-2:]
     top = int(torch.randint(height - size + 1, (), generator=generator))
     left = int(torch.randint(width - size + 1, (), generator=generator))

@@ -16,9 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .augment import augment, item_generator
-from .images import load_image, load_mask
+from .images import IMAGE_SUFFIXES, images_in, load_image, load_mask
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # (images, masks) sub-folder names: ours, DUTS training and test sets, DIS5K
 FOLDER_LAYOUTS = (("images", "masks"), ("DUTS-TR-Image", "DUTS-TR-Mask"), ("DUTS-TE-Image", "DUTS-TE-Mask"),
                   ("im", "gt"))
@@ -92,12 +91,6 @@ def find_layout(root: Path) -> tuple[Path, Path]:
     expected = ", ".join(f"{images}/ + {masks}/" for images, masks in FOLDER_LAYOUTS)
     raise FileNotFoundError(f"{root} is not a salient-object folder: expected the sub-folders {expected}; "
                             "for another layout put (or link) its images in images/ and its masks in masks/")
-
-
-def images_in(folder: Path) -> list[Path]:
-    """The image files of a folder, sorted; hidden files (macOS' ._name.jpg) are not images."""
-    return sorted(path for path in folder.iterdir()
-                  if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file())
 
 
 def pair_masks(images: list[Path], masks_folder: Path) -> list[tuple[Path, Path]]:

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def images_in(folder: Path) -> list[Path]:
+    """The image files of a folder, sorted; hidden files (macOS' ._name.jpg) are not images."""
+    return sorted(path for path in folder.iterdir()
+                  if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file())
 
 
 def open_image(path: str | Path, what: str) -> Image.Image:
@@ -55,10 +64,27 @@ def load_rgba_as_image_and_mask(path: str | Path) -> tuple[torch.Tensor, torch.T
     return rgb * 2 - 1, mask
 
 
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) in [-1, 1] -> (3, H, W) uint8 in [0, 255], rounded."""
+    return ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def mask_as_image(mask: torch.Tensor) -> torch.Tensor:
+    """(..., 1, H, W) mask in [0, 1] -> (..., 3, H, W) in [-1, 1]: white where the mask is 1."""
+    return (mask * 2 - 1).expand(*mask.shape[:-3], 3, *mask.shape[-2:])
+
+
 def save_image(image: torch.Tensor, path: str | Path) -> None:
     """(3, H, W) in [-1, 1] -> PNG."""
-    array = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    Image.fromarray(array.permute(1, 2, 0).numpy()).save(path)
+    Image.fromarray(to_uint8(image.cpu()).permute(1, 2, 0).numpy()).save(path)
+
+
+def resize_shorter_side(images: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H', W') with min(H', W') = size, aspect ratio kept (antialiased)."""
+    height, width = images.shape[-2:]
+    scale = size / min(height, width)
+    new_size = (max(size, round(height * scale)), max(size, round(width * scale)))
+    return F.interpolate(images, size=new_size, mode=mode, antialias=True, align_corners=False)
 
 
 def make_grid(images: list[torch.Tensor], columns: int, padding: int = 2) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.images import resize_shorter_side
 from .expansion import check_mask
 
 CLIP_SCORE_SCALE = 100.0
@@ -40,12 +41,9 @@ class CLIPEmbedder(nn.Module):
 
     def clip_pixels(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] -> (B, 3, S, S) as CLIP was trained: shorter side to S, centre crop, normalise."""
-        height, width = images.shape[-2:]
-        scale = self.image_size / min(height, width)
-        resized_size = (max(self.image_size, round(height * scale)), max(self.image_size, round(width * scale)))
-        resized = F.interpolate(images, size=resized_size, mode="bicubic", align_corners=False, antialias=True)
-        top = (resized_size[0] - self.image_size) // 2
-        left = (resized_size[1] - self.image_size) // 2
+        resized = resize_shorter_side(images, self.image_size, mode="bicubic")
+        top = (resized.shape[-2] - self.image_size) // 2
+        left = (resized.shape[-1] - self.image_size) // 2
         cropped = resized[..., top:top + self.image_size, left:left + self.image_size]
         return ((cropped.clamp(-1, 1) + 1) / 2 - self.pixel_mean) / self.pixel_std
 

@@ -25,14 +25,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..data.images import load_image, load_mask, save_image
+from ..data.images import IMAGE_SUFFIXES, images_in, load_image, load_mask, mask_as_image, save_image
 from ..data.synthetic import BACKGROUNDS, ToyWorldDataset, background_signatures, classify_background
 from .expansion import object_expansion
 from .report import markdown_category_table, markdown_table
 from .segmenters import Segmenter
 
 REQUIRED_FIELDS = ("image", "mask", "prompt")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ def write_toy_manifest(folder: str | Path, count: int, size: int = 64, seed: int
         scene = scenes[index]
         name = f"{index:04d}"
         save_image(scene["image"], folder / f"{name}.png")
-        save_image(scene["mask"].expand(3, -1, -1) * 2 - 1, folder / f"{name}_mask.png")
+        save_image(mask_as_image(scene["mask"]), folder / f"{name}_mask.png")
         lines.append(json.dumps({"id": name, "image": f"{name}.png", "mask": f"{name}_mask.png",
                                  "prompt": scene["caption"], "category": scene["background"],
                                  "background": scene["background"]}))
@@ -216,7 +215,7 @@ def image_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"the folder of real images {folder} does not exist")
-    files = sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+    files = images_in(folder)
     if not files:
         raise ValueError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return files

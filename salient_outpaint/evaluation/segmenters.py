@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.images import to_uint8
 from .expansion import check_mask, sample_points_in_mask
 
 SAM_MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
@@ -64,8 +65,7 @@ class SAMSegmenter(Segmenter):
     @torch.no_grad()
     def segment(self, image: torch.Tensor, object_mask: torch.Tensor) -> torch.Tensor:
         check_image_and_mask(image, object_mask)
-        image_uint8 = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        self.predictor.set_image(image_uint8.permute(1, 2, 0).cpu().numpy(), image_format="RGB")  # (H, W, 3)
+        self.predictor.set_image(to_uint8(image).permute(1, 2, 0).cpu().numpy(), image_format="RGB")  # (H, W, 3)
         points_xy = sample_points_in_mask(object_mask.cpu(), self.points_per_mask, self.generator)
         candidate_masks, scores, _ = self.predictor.predict(point_coords=points_xy.numpy(),
                                                             point_labels=np.ones(len(points_xy), dtype=np.int64),

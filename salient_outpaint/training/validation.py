@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.images import make_grid, save_image
+from ..data.images import make_grid, mask_as_image, save_image
 from ..modules.models import Models
 from ..pipeline import OutpaintPipeline, SamplingOptions
 
@@ -34,7 +34,7 @@ def validation_grid(models: Models, stage: str, dataset, device: torch.device, s
         options = SamplingOptions(steps=20, guidance=5.0)
         samples = [pipeline(item["image"], item["mask"], item["caption"], options=options, generator=generator)[0]
                    for item in items]
-        return make_grid([*images, *(masks.expand(-1, 3, -1, -1) * 2 - 1), *samples], columns=len(items))
+        return make_grid([*images, *mask_as_image(masks), *samples], columns=len(items))
     finally:
         for name, module in models.components().items():
             module.train(modes[name])
