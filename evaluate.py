@@ -114,10 +114,10 @@ def given_folders(args) -> dict[str, Path]:
 def generate_methods(args, inputs, out: Path) -> dict[str, Path]:
     from salient_outpaint.evaluation.run import generate
     from salient_outpaint.pipeline import OutpaintPipeline, SamplingOptions
-    from sample import load_models
+    from salient_outpaint.loading import load_models
 
-    models = load_models(argparse.Namespace(checkpoint=args.checkpoint, controlnet=args.controlnet,
-                                            preset=args.preset, no_controlnet="controlnet" not in args.methods))
+    models = load_models(args.checkpoint, args.controlnet, args.preset,
+                         with_controlnet="controlnet" in args.methods)
     pipeline = OutpaintPipeline(models, args.device)
     folders = {}
     for method in args.methods:

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent
-TOY_WEIGHTS = ROOT / "weights" / "toy"
-TOY_EXAMPLE = TOY_WEIGHTS / "example"
+from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,30 +43,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="architecture (default: toy without --checkpoint, else sd2-inpaint)")
     parser.add_argument("--checkpoint", help="SI2 weights: an ldm file or a diffusers folder "
-                                             f"(default: the toy model in {TOY_WEIGHTS.relative_to(ROOT)})")
+                                             f"(default: the toy model in {TOY_WEIGHTS.relative_to(REPOSITORY)})")
     parser.add_argument("--controlnet", help="ControlNet weights in any layout (default: the one in --checkpoint)")
     parser.add_argument("--no-controlnet", action="store_true", help="sample with SI2 alone (the baseline)")
     parser.add_argument("--paste-back", action="store_true", help="paste the original object pixels back")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
-
-
-def load_models(args):
-    from salient_outpaint.checkpoints import load_checkpoint
-    from salient_outpaint.config import PRESETS
-    from salient_outpaint.modules import build_models
-
-    checkpoint = Path(args.checkpoint) if args.checkpoint else TOY_WEIGHTS
-    preset = args.preset or ("sd2-inpaint" if args.checkpoint else "toy")
-    models = build_models(PRESETS[preset], with_controlnet=not args.no_controlnet)
-    loaded = load_checkpoint(checkpoint, models)
-    if args.controlnet and not args.no_controlnet:
-        loaded += load_checkpoint(args.controlnet, models)
-    missing = [name for name in models.components() if name not in loaded]
-    if missing:
-        hint = " (pass --controlnet, or --no-controlnet for the SI2 baseline)" if missing == ["controlnet"] else ""
-        raise ValueError(f"no weights for the {', '.join(missing)} in {checkpoint}{hint}")
-    return models
 
 
 def load_inputs(args):
@@ -98,11 +78,12 @@ def main(argv=None) -> int:
 def generate(args) -> int:
     from salient_outpaint.checkpoints import CheckpointError
     from salient_outpaint.data.images import make_grid, mask_as_image, save_image
+    from salient_outpaint.loading import load_models
     from salient_outpaint.pipeline import OutpaintPipeline, SamplingOptions
 
     try:
         image, mask, prompt = load_inputs(args)
-        models = load_models(args)
+        models = load_models(args.checkpoint, args.controlnet, args.preset, with_controlnet=not args.no_controlnet)
         pipeline = OutpaintPipeline(models, args.device)
         options = SamplingOptions(steps=args.steps, guidance=args.guidance, sampler=args.sampler, eta=args.eta,
                                   control_scale=0.0 if args.no_controlnet else args.control_scale,
