@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 import train as train_cli
 from salient_outpaint.training import distributed
 from salient_outpaint.training.config import TrainConfig
-from salient_outpaint.training.loop import Trainer, run
+from salient_outpaint.training.loop import Trainer, run, run_folder
 from salient_outpaint.training.state import load_training_state
 from tests.test_models import toy_unet_with_and_without_controlnet
 
@@ -25,6 +25,18 @@ def toy_config(tmp_path, **overrides) -> TrainConfig:
                        resolution=64, steps=4, batch_size=2, learning_rate=1e-3, log_every=1, checkpoint_every=2,
                        seed=3)
     return replace(base, **overrides)
+
+
+def fit(trainer: Trainer) -> dict:
+    """What train() does with a Trainer: own the output folder, resume if asked, run."""
+    with run_folder(trainer.config, trainer.process) as state:
+        return run(trainer, state)
+
+
+def take_steps(trainer: Trainer, steps: int) -> list[float]:
+    """The losses of steps 0 .. steps - 1, reading batches as a run does."""
+    batches = trainer.batches(0)
+    return [trainer.step(step, next(batches)) for step in range(steps)]
 
 
 def snapshot(trainer: Trainer) -> dict:
@@ -41,8 +53,7 @@ def test_only_the_controlnet_changes_and_it_starts_as_the_frozen_unet(tmp_path):
     controlled, plain = toy_unet_with_and_without_controlnet(models, torch.tensor([7, 700]))
     assert torch.equal(controlled, plain)
 
-    for step in range(3):
-        trainer.step(step)
+    take_steps(trainer, 3)
     after = snapshot(trainer)
     for name in ("unet", "vae", "text_encoder"):
         for key in before[name]:
@@ -58,31 +69,31 @@ def test_loss_falls_on_a_tiny_synthetic_set(tmp_path):
     """The inpainting U-Net stage learns fast enough to show in a few dozen steps."""
     config = toy_config(tmp_path, stage="unet", data=("toy:16",), steps=60, batch_size=8, learning_rate=2e-3,
                         checkpoint_every=1000, log_every=10)
-    run(Trainer(config, distributed.single_process()))
+    fit(Trainer(config, distributed.single_process()))
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert losses[-1] < 0.6 * losses[0], losses
 
 
 def test_kill_and_resume_gives_identical_parameters(tmp_path):
     straight = toy_config(tmp_path / "straight")
-    run(Trainer(straight, distributed.single_process()))
+    fit(Trainer(straight, distributed.single_process()))
 
     crashed = toy_config(tmp_path / "crashed")
     trainer = Trainer(crashed, distributed.single_process())
     real_step = trainer.step
 
-    def step_then_crash(step):
+    def step_then_crash(step, micro_batches):
         if step == 3:  # after the checkpoint at step 2, in the middle of the run
             raise KeyboardInterrupt("simulated crash")
-        return real_step(step)
+        return real_step(step, micro_batches)
 
     trainer.step = step_then_crash
     with pytest.raises(KeyboardInterrupt):
-        run(trainer)
+        fit(trainer)
     assert load_training_state(crashed.out_dir)["step"] == 2
     assert not [p for p in Path(crashed.out_dir).iterdir() if p.name.endswith(".tmp")], "half-written file left"
 
-    run(Trainer(replace(crashed, resume=True), distributed.single_process()))
+    fit(Trainer(replace(crashed, resume=True), distributed.single_process()))
     ours = load_file(str(Path(crashed.out_dir) / "weights/controlnet/diffusion_pytorch_model.safetensors"))
     reference = load_file(str(Path(straight.out_dir) / "weights/controlnet/diffusion_pytorch_model.safetensors"))
     for key in reference:
@@ -102,7 +113,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_p
 
     trainer.model.forward = forward_going_nan
     with pytest.raises(FloatingPointError, match=r"loss became nan at step 3.*--resume"):
-        run(trainer)
+        fit(trainer)
     assert load_training_state(config.out_dir)["step"] == 2
 
 
@@ -148,7 +159,7 @@ def test_two_process_torchrun_matches_one_process_with_the_same_global_batch(tmp
 def test_validation_grids_are_written_and_training_mode_is_restored(tmp_path, stage):
     config = toy_config(tmp_path, stage=stage, steps=2, validate_every=2, checkpoint_every=2)
     trainer = Trainer(config, distributed.single_process())
-    run(trainer)
+    fit(trainer)
     grid = Path(config.out_dir) / "validation" / "step_0000002.png"
     assert grid.is_file()
     trained = {"vae": "vae", "controlnet": "controlnet"}[stage]
@@ -173,20 +184,20 @@ def test_half_precision_runs_keep_frozen_networks_in_half_track_fp32_and_resume_
         assert {p.dtype for p in trainer.models.components()[name].parameters()} == {dtype}, name
     assert trainer.scaler.is_enabled() == (precision == "fp16")
     before = snapshot(trainer)
-    for step in range(2):
-        assert trainer.step(step) == pytest.approx(reference.step(step), rel=2e-2), f"step {step}"
+    for step, (loss, reference_loss) in enumerate(zip(take_steps(trainer, 2), take_steps(reference, 2))):
+        assert loss == pytest.approx(reference_loss, rel=2e-2), f"step {step}"
     after = snapshot(trainer)
     assert all(torch.equal(before["unet"][key], after["unet"][key]) for key in before["unet"])
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in trainer.models.controlnet.parameters())
     assert any(not torch.equal(before["controlnet"][key], after["controlnet"][key]) for key in before["controlnet"])
 
     straight = Trainer(replace(half, out_dir=str(tmp_path / "straight")), distributed.single_process())
-    run(straight)
+    fit(straight)
     stopped = Trainer(replace(half, out_dir=str(tmp_path / "resumed"), steps=2), distributed.single_process())
-    run(stopped)
+    fit(stopped)
     if precision == "fp16":
         assert load_training_state(stopped.config.out_dir)["scaler"]["scale"] > 0
     resumed = Trainer(replace(half, out_dir=str(tmp_path / "resumed"), resume=True), distributed.single_process())
-    run(resumed)
+    fit(resumed)
     for key, value in straight.models.controlnet.state_dict().items():
         assert torch.equal(resumed.models.controlnet.state_dict()[key], value), key

@@ -57,10 +57,12 @@ def pairs_problems(pairs: list[tuple[Path, Path]]) -> list[str]:
         return [problem for problems in pool.map(lambda pair: pair_problems(*pair), pairs) for problem in problems]
 
 
-def check_data(dataset, specs: tuple[str, ...]) -> int:
-    """Raise DataCheckError listing every problem of the dataset (its `problems()`; datasets
-    without files, the toy world and precomputed latents, have none); returns the items checked."""
-    problems = dataset.problems() if hasattr(dataset, "problems") else []
+def check_data(dataset, specs: tuple[str, ...]) -> bool:
+    """Raise DataCheckError listing every problem of the dataset (its `problems()`); returns whether
+    there was anything to check (not for datasets without files: the toy world, precomputed latents)."""
+    if not hasattr(dataset, "problems"):
+        return False
+    problems = dataset.problems()
     if problems:
         raise DataCheckError(problems, " ".join(specs))
-    return len(dataset)
+    return True

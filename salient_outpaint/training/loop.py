@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import resource
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -75,8 +76,8 @@ class Trainer:
         self.dataset = build_dataset(config.data, config.data_weights, config.resolution, config.seed)
         if process.is_main and not config.skip_data_check:
             started = time.perf_counter()
-            checked = check_data(self.dataset, config.data)
-            print(f"data check: {checked} item(s) fine ({time.perf_counter() - started:.1f} s)")
+            if check_data(self.dataset, config.data):
+                note(f"data check: no problems in {' '.join(config.data)} ({time.perf_counter() - started:.1f} s)")
         distributed.barrier()
         self.validation_items = (user_items(config.validation_image, config.validation_mask,
                                             config.validation_prompt, config.resolution)
@@ -200,8 +201,13 @@ def precompute(config: TrainConfig, epochs: int) -> dict | None:
         distributed.stop()
 
 
+def note(line: str) -> None:
+    """A line for the person watching (stdout carries the final JSON record)."""
+    print(line, file=sys.stderr)
+
+
 def on_main(process: distributed.Process):
-    return print if process.is_main else (lambda line: None)
+    return note if process.is_main else (lambda line: None)
 
 
 @contextlib.contextmanager
@@ -212,10 +218,10 @@ def run_folder(config: TrainConfig, process: distributed.Process) -> Iterator[di
     out_dir = Path(config.out_dir)
     if config.log_to == "tensorboard":
         require_tensorboard()
-    with run_lock(out_dir) if process.is_main else contextlib.nullcontext():
+    with run_lock(out_dir, note) if process.is_main else contextlib.nullcontext():
         if process.is_main:
             for leftover in remove_temporary_files(out_dir):
-                print(f"note: removed {leftover}, left by a write that was killed")
+                note(f"note: removed {leftover}, left by a write that was killed")
         distributed.barrier()
         yield resume_state(config, process)
 

@@ -55,7 +55,7 @@ def try_create(path: Path, owner: dict) -> bool:
 
 
 @contextmanager
-def run_lock(out_dir: str | Path, note: Callable[[str], None] = print) -> Iterator[Path]:
+def run_lock(out_dir: str | Path, note: Callable[[str], None]) -> Iterator[Path]:
     """Hold OUT/run.lock while the block runs; ValueError naming the owner if another run holds it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
