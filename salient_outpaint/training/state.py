@@ -75,10 +75,8 @@ def save_training_state(out_dir: str | Path, state: dict, keep: int) -> Path:
     return path
 
 
-def unsafe_reason(error: pickle.UnpicklingError) -> str:
-    """The line of torch's long weights-only error that names what the file wanted to build."""
-    lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line or "Unsupported" in line]
-    return lines[0] if lines else str(error).splitlines()[0]
+def first_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {(str(error).splitlines() or ['(no message)'])[0]}"
 
 
 class UnsafeCheckpointError(ValueError):
@@ -91,14 +89,15 @@ def read_training_state(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error):
+        wanted = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        if wanted:
             raise UnsafeCheckpointError(
-                f"refusing to load {path}: it holds Python objects besides tensors and plain data "
-                f"({unsafe_reason(error)}), and unpickling them could run any code; train.py never writes such "
-                "files, so it was put there by something else: delete it if you do not trust it") from None
-        raise ValueError(f"{path} is damaged ({error})") from None
+                f"refusing to load {path}: it holds Python objects besides tensors and plain data (it asks for "
+                f"{wanted[1]}), and unpickling them could run any code; train.py never writes such files, so it "
+                "was put there by something else: delete it if you do not trust it") from None
+        raise ValueError(f"{path} is damaged ({first_line(error)})") from None
     except Exception as error:  # a truncated zip archive, a file cut to zero bytes, ...
-        raise ValueError(f"{path} is damaged ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+        raise ValueError(f"{path} is damaged ({first_line(error)})") from None
     if not isinstance(state, dict) or not set(STATE_KEYS) <= set(state):
         raise ValueError(f"{path} is not a training checkpoint (it lacks {', '.join(STATE_KEYS)})")
     return state
