@@ -18,8 +18,8 @@ Epoch e deals the shards out to the processes, in an order shuffled by (seed, e)
 reads shards r, r + N, r + 2N, ... of that order, and its samples form one endless stream, epoch
 after epoch. So in every epoch every sample is read by exactly one process, once. Micro-batch k of a
 process is samples [k * B, (k + 1) * B) of its stream; its DataLoader workers share the micro-batches
-out (worker w makes those with k mod W = w, and passes over the others' samples without decoding
-them), so the batches do not depend on the number of workers, and a resumed run skips to its
+out (worker w makes those with (k - first) mod W = w, and passes over the others' samples without
+decoding them), so the batches do not depend on the number of workers, and a resumed run skips to its
 micro-batch through the shard sizes. They do depend on the number of processes: unlike folders,
 shards give the same batches only on the same number of processes (see docs/datasets.md).
 """
@@ -41,6 +41,7 @@ from PIL import Image
 
 from ..checkpoints.io import atomic_write
 from .augment import augment, item_generator
+from .check import DataCheckError
 from .images import to_tensor, to_uint8
 
 MASK, CAPTIONS = "mask.png", "captions.json"
@@ -59,14 +60,18 @@ def expand(pattern: str) -> list[Path]:
     return paths
 
 
-def sample_keys(path: Path) -> list[str]:
-    """The sample keys of a shard, in order, from its tar headers (a seek over each member, no data read)."""
+def sample_keys(path: Path) -> list[str] | str:
+    """The sample keys of a shard, in order, from its tar headers (a seek over each member, no data
+    read); or what is wrong with the file."""
     keys = []
-    with tarfile.open(path, "r:") as archive:
-        for name in archive.getnames():
-            key = name.split(".", 1)[0]
-            if not keys or keys[-1] != key:
-                keys.append(key)
+    try:
+        with tarfile.open(path, "r:") as archive:
+            for name in archive.getnames():
+                key = name.split(".", 1)[0]
+                if not keys or keys[-1] != key:
+                    keys.append(key)
+    except (tarfile.TarError, OSError, EOFError) as error:
+        return f"{path}: not a readable tar file ({type(error).__name__}: {error})"
     return keys
 
 
@@ -83,7 +88,11 @@ class ShardDataset:
     def __init__(self, pattern: str, size: int, seed: int = 0):
         self.pattern, self.paths, self.size, self.seed = pattern, expand(pattern), size, seed
         with ThreadPoolExecutor(THREADS) as pool:
-            self.counts = [len(keys) for keys in pool.map(sample_keys, self.paths)]  # samples per shard
+            keys = list(pool.map(sample_keys, self.paths))
+        unreadable = [problem for problem in keys if isinstance(problem, str)]
+        if unreadable:  # even --skip-data-check needs the sample counts
+            raise DataCheckError(unreadable, f"shards:{pattern}")
+        self.counts = [len(shard_keys) for shard_keys in keys]  # samples per shard
 
     def __len__(self) -> int:
         return sum(self.counts)
@@ -115,7 +124,7 @@ class ShardDataset:
         if len(self.paths) < world_size:
             raise ValueError(f"shards:{self.pattern} has {len(self.paths)} shard(s) for {world_size} processes; "
                              "each process needs at least one: pack into more shards (--shard-size)")
-        wanted = start + (worker - start) % workers  # the next micro-batch this worker makes
+        wanted = start + worker  # the next micro-batch this worker makes (the DataLoader asks worker 0 first)
         position, items = 0, []  # position: of the next sample in the process's stream
         epoch = 0
         while True:
@@ -183,7 +192,7 @@ def shard_problems(path: Path) -> list[str]:
                     assert isinstance(captions, list) and all(isinstance(caption, str) for caption in captions)
                 except (ValueError, AssertionError):
                     problems.append(f"{where}: {CAPTIONS} is not a JSON list of strings")
-    except (tarfile.TarError, OSError, EOFError) as error:
+    except (tarfile.TarError, OSError, EOFError) as error:  # read since the count: changed in between
         problems.append(f"{path}: not a readable tar file ({type(error).__name__}: {error})")
     return problems
 

@@ -56,7 +56,7 @@ def collate_at(dataset, positions, seed: int) -> dict:
 
 class StreamedMicroBatches(IterableDataset):
     """Micro-batches start, start + 1, ... of this process's shard stream; in a worker, only that
-    worker's share (k mod W = w), which the DataLoader interleaves back into order."""
+    worker's share ((k - start) mod W = w), which the DataLoader interleaves back into order."""
 
     def __init__(self, shards: ShardDataset, config: TrainConfig, rank: int, world_size: int, start: int):
         self.shards, self.config, self.rank, self.world_size, self.start = shards, config, rank, world_size, start
