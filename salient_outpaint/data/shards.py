@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from braceexpand import braceexpand
 from PIL import Image
 
 from ..checkpoints.io import atomic_write
@@ -48,8 +47,18 @@ MASK, CAPTIONS = "mask.png", "captions.json"
 THREADS = 8
 
 
+def require_webdataset() -> None:
+    try:
+        import webdataset  # noqa: F401
+    except ImportError:
+        raise ValueError("shards need the webdataset package: pip install 'salient-outpaint[shards]' "
+                         "(or pip install webdataset)") from None
+
+
 def expand(pattern: str) -> list[Path]:
     """The shard files of a pattern: {000..009} braces or a glob, in that order (globs sorted)."""
+    from braceexpand import braceexpand  # comes with webdataset (the `shards` extra)
+
     names = list(braceexpand(pattern)) if "{" in pattern else sorted(glob.glob(pattern))
     paths = [Path(name) for name in names]
     missing = [str(path) for path in paths if not path.is_file()]
@@ -86,6 +95,7 @@ class ShardDataset:
     Not indexable: `len` counts the samples, `first_items` serves validation."""
 
     def __init__(self, pattern: str, size: int, seed: int = 0):
+        require_webdataset()
         self.pattern, self.paths, self.size, self.seed = pattern, expand(pattern), size, seed
         with ThreadPoolExecutor(THREADS) as pool:
             keys = list(pool.map(sample_keys, self.paths))
@@ -192,7 +202,7 @@ def shard_problems(path: Path) -> list[str]:
                     assert isinstance(captions, list) and all(isinstance(caption, str) for caption in captions)
                 except (ValueError, AssertionError):
                     problems.append(f"{where}: {CAPTIONS} is not a JSON list of strings")
-    except (tarfile.TarError, OSError, EOFError) as error:  # read since the count: changed in between
+    except (tarfile.TarError, OSError, EOFError) as error:
         problems.append(f"{path}: not a readable tar file ({type(error).__name__}: {error})")
     return problems
 
@@ -243,6 +253,7 @@ def pack(specs: tuple[str, ...], out: str | Path, shard_size: int = 1000, seed: 
     from .check import check_data
     from .specs import build_one
 
+    require_webdataset()
     if shard_size < 1:
         raise ValueError(f"--shard-size must be at least 1, not {shard_size}")
     datasets = [build_one(spec, toy_resolution, seed) for spec in specs]
