@@ -150,6 +150,9 @@ class ShardDataset:
                             yield collate(items)
                             items, wanted = [], wanted + workers
                     position += 1
+                    if wanted * batch_size >= end:  # the rest of this shard is other workers'
+                        break
+                position = end
             epoch += 1
 
     def first_items(self, count: int) -> list[dict]:
