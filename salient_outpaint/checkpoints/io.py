@@ -3,6 +3,7 @@ so a checkpoint cannot run code on load."""
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -22,16 +23,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or is_safetensors(path):
         try:
             return load_file(str(path))
         except Exception as error:  # safetensors raises its own error types for damaged headers
             raise CheckpointError(f"{path} is not a readable .safetensors file ({error})") from None
     if path.suffix in PICKLE_SUFFIXES:
-        try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise CheckpointError(f"{path} could not be read as a weights-only PyTorch checkpoint ({error})") from None
+        loaded = load_pickled_tensors(path)
         # Lightning checkpoints (the original SD release) keep the weights under "state_dict".
         state_dict = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
         if not isinstance(state_dict, dict):
@@ -39,6 +37,33 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         return {key: value for key, value in state_dict.items() if isinstance(value, torch.Tensor)}
     raise CheckpointError(f"{path}: unknown checkpoint type {path.suffix!r}; expected .safetensors, "
                           f"{', '.join(PICKLE_SUFFIXES)} or a diffusers folder")
+
+
+def is_safetensors(path: Path) -> bool:
+    """Sniff the format: a safetensors file starts with its JSON header's length (8 bytes) and then '{'."""
+    with open(path, "rb") as file:
+        start = file.read(9)
+    return len(start) == 9 and start[8:9] == b"{" and int.from_bytes(start[:8], "little") < path.stat().st_size
+
+
+def load_pickled_tensors(path: str | Path):
+    """torch.load with weights_only=True: tensors and plain containers, never code. Every failure is one
+    line that says what the file is; a file that needs code to unpickle is refused without the advice,
+    in torch's own message, to load it unsafely."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if str(error).startswith("Weights only load failed"):
+            raise CheckpointError(
+                f"{path} holds Python code or objects besides tensors, so it cannot be loaded safely; if you "
+                "trust its source, convert it to .safetensors (its tensors only) in an environment you trust "
+                "and pass that file") from None
+        reason = error
+    except Exception as error:  # a damaged zip, random bytes, a text file: each fails its own way
+        reason = error
+    first_line = str(reason).strip().splitlines()[0][:160] if str(reason).strip() else ""
+    raise CheckpointError(f"{path} is not a PyTorch weights file, or a damaged one "
+                          f"({type(reason).__name__}{': ' + first_line if first_line else ''})") from None
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:

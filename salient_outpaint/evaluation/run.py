@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..checkpoints.io import CheckpointError
 from ..data.images import IMAGE_SUFFIXES, images_in, load_image, load_mask, mask_as_image, save_image
 from ..data.synthetic import BACKGROUNDS, ToyWorldDataset, background_signatures, classify_background
 from .expansion import object_expansion
@@ -262,6 +263,8 @@ def load_weights(loader: Callable, path: str | Path, what: str, *args, **kwargs)
     """`loader(*args, **kwargs)`, turning a file that is not the expected weights into a one-line error."""
     try:
         return loader(*args, **kwargs)
+    except CheckpointError as error:  # unreadable, or a pickle that needs code: already one line
+        raise ValueError(f"cannot load {path} as {what}: {error}") from None
     except (pickle.UnpicklingError, EOFError):
         raise ValueError(f"cannot load {path} as {what}: it is not a PyTorch weights file, or a damaged one") from None
     except RuntimeError as error:  # load_state_dict's missing/unexpected keys, a broken zip archive
