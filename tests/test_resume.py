@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 import train as train_cli
 from salient_outpaint.training import distributed
 from salient_outpaint.training.loop import Trainer, resume_state
+from salient_outpaint.training.run_log import cut_log
 from salient_outpaint.training.state import checkpoints_in, load_training_state
 from tests.test_training import fit, toy_config
 
@@ -193,3 +194,10 @@ def test_kill_9_in_a_loop_then_resume_reaches_the_uninterrupted_weights_bit_exac
     ours, reference = controlnet_weights(out_dir), controlnet_weights(straight)
     for key in reference:
         assert torch.equal(ours[key], reference[key]), key
+
+
+def test_the_log_is_cut_back_to_the_resumed_step_even_after_a_half_written_line(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"step": step, "loss": 1.0}) + "\n" for step in range(1, 6)) + '{"step": 6, "lo')
+    cut_log(log, 3)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]

@@ -38,20 +38,28 @@ def test_a_stale_lock_is_taken_over_with_a_note_and_released_at_the_end(tmp_path
     out_dir.mkdir()
     gone = dead_pid()
     (out_dir / LOCK_NAME).write_text(json.dumps({"pid": gone, "host": socket.gethostname(),
-                                                 "since": "2026-01-01 00:00:00"}))
+                                                 "since": "2026-01-01 00:00:00", "job": ""}))
     assert train_cli.main([*FLAGS, "--out-dir", str(out_dir)]) == 0
     assert f"note: taking over {out_dir / LOCK_NAME} from a run that is gone (pid {gone} on " in capsys.readouterr().err
     assert (out_dir / "log.jsonl").is_file() and not (out_dir / LOCK_NAME).exists()
 
 
-def test_a_lock_from_another_host_is_refused(tmp_path):
+def test_a_lock_from_another_host_is_refused_unless_it_is_an_earlier_start_of_this_slurm_job(tmp_path,
+                                                                                                 monkeypatch):
     out_dir = tmp_path / "run"
     out_dir.mkdir()
-    (out_dir / LOCK_NAME).write_text(json.dumps({"pid": dead_pid(), "host": "another-node",
-                                                 "since": "2026-01-01 00:00:00"}))
-    with pytest.raises(ValueError, match=r"in use by another training run \(pid \d+ on another-node"):
+    (out_dir / LOCK_NAME).write_text(json.dumps({"pid": 4242, "host": "another-node",
+                                                 "since": "2026-01-01 00:00:00", "job": "81734"}))
+    monkeypatch.setenv("SLURM_JOB_ID", "90000")
+    with pytest.raises(ValueError, match=r"in use by another training run \(pid 4242 on another-node"):
         with run_lock(out_dir, print):
             pass
+    monkeypatch.setenv("SLURM_JOB_ID", "81734")  # requeued: the same job, started again on this node
+    notes = []
+    with run_lock(out_dir, notes.append):
+        assert json.loads((out_dir / LOCK_NAME).read_text())["host"] == socket.gethostname()
+    assert notes == [f"note: taking over {out_dir / LOCK_NAME} from a run that is gone "
+                     "(pid 4242 on another-node, since 2026-01-01 00:00:00)"]
 
 
 @pytest.mark.parametrize("spec,message", [

@@ -25,13 +25,21 @@ def require_tensorboard() -> None:
                          "'salient-outpaint[tensorboard]' (or pip install tensorboard)") from None
 
 
+def logged_step(line: str) -> int | None:
+    """The step of a log line; None for a line a killed run left half-written."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
 def cut_log(path: Path, step: int) -> None:
-    """Keep only the records of steps up to `step`."""
+    """Keep only the (whole) records of steps up to `step`."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines(keepends=True)
-            if line.strip() and json.loads(line)["step"] <= step]
-    atomic_write(path, lambda temporary: Path(temporary).write_text("".join(kept)))
+    kept = [line for line in path.read_text().splitlines()
+            if logged_step(line) is not None and logged_step(line) <= step]
+    atomic_write(path, lambda temporary: Path(temporary).write_text("".join(line + "\n" for line in kept)))
 
 
 class RunLog:
