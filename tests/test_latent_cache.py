@@ -81,7 +81,11 @@ def test_an_interrupted_precomputation_is_refused_then_finished_by_running_it_ag
 
     monkeypatch.setattr(latent_cache, "write_shard", real_write_shard)
     first_files = {path: path.stat().st_mtime_ns for path in written}
+    killed_write = directory / "epoch_0001" / "shard_000000.safetensorsx1y2.tmp"  # what kill -9 leaves
+    killed_write.parent.mkdir(exist_ok=True)
+    killed_write.write_bytes(b"half a shard")
     summary = make_cache(config, directory, epochs=2)
+    assert not killed_write.exists()
     assert summary["shards_written_here"] == 4  # of 6: the two finished before the crash are kept
     assert {path: path.stat().st_mtime_ns for path in written} == first_files
     take_steps(Trainer(replace(config, latents=str(directory)), distributed.single_process()), 1)
