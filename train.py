@@ -44,7 +44,7 @@ HELP = {
     "out_dir": "where checkpoints, exported weights (out_dir/weights) and log.jsonl go; one run at a time "
                "(out_dir/run.lock)",
     "resolution": "training image size (square crops)",
-    "steps": "optimizer steps in total (a resumed run stops at the same total)",
+    "steps": "optimizer steps in total (may be changed on --resume: run longer, or stop sooner)",
     "batch_size": "samples per process and micro-step",
     "grad_accumulation": "micro-steps per optimizer step",
     "learning_rate": "AdamW learning rate after warmup",

@@ -15,6 +15,7 @@ from salient_outpaint.data.shards import ShardDataset
 from salient_outpaint.training import distributed
 from salient_outpaint.training.batches import StreamedMicroBatches
 from salient_outpaint.training.loop import Trainer
+from salient_outpaint.training.validation import dataset_items
 from tests.test_datasets import salient_folder
 from tests.test_training import take_steps, toy_config
 
@@ -131,9 +132,11 @@ def test_training_on_shards_with_workers(packed, tmp_path, capsys):
     spec, _ = packed
     out_dir = tmp_path / "run"
     assert train_cli.main(["--data", spec, "--batch-size", "2", "--steps", "2", "--num-workers", "2",
-                           "--out-dir", str(out_dir), "--validate-every", "2"]) == 0
+                           "--out-dir", str(out_dir)]) == 0
     assert "data check: no problems in shards:" in capsys.readouterr().err
-    assert (out_dir / "validation" / "step_0000002.png").is_file()
+    assert [json.loads(line)["step"] for line in (out_dir / "log.jsonl").read_text().splitlines()] == [2]
+    validation = dataset_items(ShardDataset(spec.removeprefix("shards:"), size=32))  # the first shard's first 4
+    assert len(validation) == 4 and validation[0]["image"].shape == (3, 32, 32)
 
 
 def test_two_workers_give_the_losses_of_none(tmp_path):
