@@ -135,7 +135,7 @@ def test_training_on_shards_with_workers(packed, tmp_path, capsys):
                            "--out-dir", str(out_dir)]) == 0
     assert "data check: no problems in shards:" in capsys.readouterr().err
     assert [json.loads(line)["step"] for line in (out_dir / "log.jsonl").read_text().splitlines()] == [2]
-    validation = dataset_items(ShardDataset(spec.removeprefix("shards:"), size=32))  # the first shard's first 4
+    validation = dataset_items(ShardDataset(spec.removeprefix("shards:"), size=32))  # 3 of the first shard, 1 of the second
     assert len(validation) == 4 and validation[0]["image"].shape == (3, 32, 32)
 
 

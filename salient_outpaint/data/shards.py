@@ -156,8 +156,9 @@ class ShardDataset:
             epoch += 1
 
     def first_items(self, count: int) -> list[dict]:
-        """The first samples of the first shard, as epoch 0 augments them: the default validation images."""
-        samples = read_samples(self.paths[0])
+        """The first samples of the shards in pattern order, as epoch 0 augments them: the default
+        validation images."""
+        samples = (sample for path in self.paths for sample in read_samples(path))
         return [self.item(sample, 0) for sample, _ in zip(samples, range(count))]
 
 

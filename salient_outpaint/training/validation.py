@@ -43,7 +43,7 @@ def user_items(images: tuple[str, ...], masks: tuple[str, ...], prompts: tuple[s
 
 
 def dataset_items(dataset) -> list[dict]:
-    """The first items of the dataset as epoch 0 draws them (shards: of the first shard)."""
+    """The first items of the dataset as epoch 0 draws them (shards: in pattern order)."""
     if hasattr(dataset, "first_items"):
         return dataset.first_items(VALIDATION_ITEMS)
     dataset.set_epoch(0)
