@@ -69,12 +69,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def check_args(args) -> None:
     """Every flag in range, before anything is loaded."""
+    from salient_outpaint.config import PRESETS
     from salient_outpaint.device import check_device
 
     for flag, value in (("--num-images", args.num_images), ("--batch-size", args.batch_size),
                         ("--steps", args.steps)):
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
+    most_steps = min(config.schedule.num_train_timesteps for config in PRESETS.values()) - 1  # see check_steps
+    if args.steps > most_steps:
+        raise ValueError(f"--steps must be at most {most_steps}, got {args.steps}")
     for flag, value in (("--guidance", args.guidance), ("--control-scale", args.control_scale),
                         ("--eta", args.eta)):
         if value < 0:

@@ -158,6 +158,7 @@ def test_out_on_a_file_fails_before_any_model_loads(tmp_path, capsys, models_mus
     (["--num-images", "0"], "--num-images must be at least 1, got 0"),
     (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
     (["--steps", "0"], "--steps must be at least 1, got 0"),
+    (["--steps", "1000"], "--steps must be at most 999, got 1000"),
     (["--seed", "-1"], "--seed must be in [0, 2**63 - 1], got -1"),
     (["--seed", str(2**63)], f"--seed must be in [0, 2**63 - 1], got {2**63}"),
     (["--guidance", "-1"], "--guidance must not be negative, got -1.0"),

@@ -78,7 +78,9 @@ def generate(pipeline, inputs: Sequence[ManifestInput], folder: Path, num_images
              seed: int) -> None:
     """Write num_images samples per input. Input i draws its noise from seed + i, so every method
     sees the same noise. Samples beyond num_images left from an earlier run are removed, so that
-    they are not measured with the new ones."""
+    they are not measured with the new ones. The images are the pipeline's raw output at the input's
+    size, as the paper measured them: not photo.outpaint_photo's, whose pasted-back object would hide
+    what the model did to it."""
     from ..pipeline import InputError
 
     folder.mkdir(parents=True, exist_ok=True)
