@@ -15,7 +15,7 @@ def binarize(mask: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
 def window_max(values: torch.Tensor, radius: int) -> torch.Tensor:
     """Maximum over [i - radius, i + radius] along the last dim, for values >= 0 (the ends are padded
     with 0, so they never win). Doubling windows make it log2(radius) passes rather than 2 radius + 1
-    comparisons per pixel: a feather 70 pixels wide on a full-size photo takes milliseconds."""
+    comparisons per pixel: a feather 70 pixels wide on a 3000x2000 photo takes a fraction of a second."""
     window = 2 * radius + 1
     table = F.pad(values, (radius, radius))  # (..., L + 2r); table[i] = max of [i, i + span)
     span = 1
