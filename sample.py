@@ -113,8 +113,8 @@ def generate(args) -> int:
 
     try:
         check_args(args)
-        out = prepare_output_folder(Path(args.out))
         jobs = list_jobs(args)
+        out = prepare_output_folder(Path(args.out))  # before the models: a wrong --out costs nothing
         models = load_models(args.checkpoint, args.controlnet, args.preset, with_controlnet=not args.no_controlnet)
     except (CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
