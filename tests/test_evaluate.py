@@ -10,6 +10,7 @@ import evaluate as evaluate_cli
 from salient_outpaint.checkpoints import save_checkpoint
 from salient_outpaint.config import TOY
 from salient_outpaint.data.images import load_mask, mask_as_image, save_image
+from salient_outpaint.data.manifest import read_manifest
 from salient_outpaint.data.masks import dilate
 from salient_outpaint.evaluation import clip_score, fid_inception, lpips, run
 from salient_outpaint.modules import build_models
@@ -212,7 +213,7 @@ def test_two_folders_of_one_name_are_refused(tmp_path, capsys):
 
 def test_regenerating_fewer_samples_removes_the_stale_ones(tmp_path):
     manifest = make_inputs(tmp_path, count=1)
-    inputs = run.read_manifest(manifest)
+    inputs = read_manifest(manifest)
 
     def pipeline(image, mask, prompt, num_images, options, generator):
         return torch.zeros(num_images, *image.shape)

@@ -29,9 +29,9 @@ def test_sample_py_without_arguments_generates_for_the_bundled_example(tmp_path)
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     example = Image.open(TOY_WEIGHTS / "example" / "object.png")
-    for name in ("image_00.png", "image_01.png"):
+    for name in ("object_0.png", "object_1.png"):
         assert Image.open(tmp_path / name).size == example.size
-    assert (tmp_path / "grid.png").is_file()
+    assert (tmp_path / "object_grid.png").is_file()
 
 
 def test_shipped_controlnet_keeps_the_example_object_from_growing(tmp_path):
