@@ -12,7 +12,10 @@ setup(
     install_requires=["torch", "torchvision", "numpy", "safetensors", "open-clip-torch", "einops", "tqdm", "pillow"],
     extras_require={
         # The test extra brings the reference packages the evaluation metrics are compared against.
-        "test": ["pytest", "scipy", "lpips", "pytorch-fid", "segment-anything"],
+        # ... and the optional training extras, so that CI runs their tests.
+        "test": ["pytest", "scipy", "lpips", "pytorch-fid", "segment-anything", "webdataset", "tensorboard"],
         "sam": ["segment-anything"],
+        "shards": ["webdataset"],  # --data shards:PATTERN and `python -m salient_outpaint.data.shards pack`
+        "tensorboard": ["tensorboard"],  # train.py --log-to tensorboard
     },
 )

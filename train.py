@@ -6,8 +6,13 @@
       --resolution 512 --batch-size 4 --precision bf16 --frozen-dtype bf16 --gradient-checkpointing
   # the same on N GPUs (--batch-size is per process)
   torchrun --nproc_per_node=N train.py ...
-  # continue a run where it stopped
+  # the same on 2 machines x 8 GPUs (docs/training.md has a SLURM script)
+  torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 --rdzv_id=RUN train.py ...
+  # continue a run where it stopped (the newest readable checkpoint; only --steps and the other
+  # settings listed in training/config.py:CHANGEABLE_ON_RESUME may differ from the first command)
   python train.py ... --resume
+  # stream tar shards (python -m salient_outpaint.data.shards pack --help), decoded by 8 workers
+  python train.py ... --data "shards:data/shards/shard-{000000..000173}.tar" --num-workers 8
   # encode the data once (2 epochs of augmentation) with the frozen VAE and text encoder,
   # then train from those latents: the same losses, without the encoders in every step
   python train.py ... --latents runs/latents --precompute-latents 2
@@ -32,13 +37,14 @@ HELP = {
     "preset": f"architecture: {', '.join(PRESETS)}",
     "init": "checkpoints to load first (files or folders in any layout the loader reads); "
             "a ControlNet not among them starts as a copy of the loaded U-Net",
-    "data": "dataset specs: toy[:N], salient:ROOT[:CAPTIONS], coco:IMAGES:CAPTIONS_JSON:MASKS",
+    "data": "dataset specs: toy[:N], salient:ROOT[:CAPTIONS], coco:IMAGES:CAPTIONS_JSON:MASKS, shards:PATTERN",
     "data_weights": "mixture weights, one per --data spec",
     "latents": "folder of precomputed latents and text embeddings to train from (controlnet stage; made with "
                "--precompute-latents; must match --preset, --resolution, --data, --seed, --frozen-dtype, --init)",
-    "out_dir": "where the checkpoint, exported weights (out_dir/weights) and log.jsonl go",
+    "out_dir": "where checkpoints, exported weights (out_dir/weights) and log.jsonl go; one run at a time "
+               "(out_dir/run.lock)",
     "resolution": "training image size (square crops)",
-    "steps": "optimizer steps in total (a resumed run stops at the same total)",
+    "steps": "optimizer steps in total (may be changed on --resume: run longer, or stop sooner)",
     "batch_size": "samples per process and micro-step",
     "grad_accumulation": "micro-steps per optimizer step",
     "learning_rate": "AdamW learning rate after warmup",
@@ -55,8 +61,17 @@ HELP = {
     "seed": "seed of the initial weights, data order and every per-sample random draw",
     "log_every": "steps between log lines",
     "checkpoint_every": "steps between checkpoints",
+    "keep_checkpoints": "how many of the newest training checkpoints to keep",
     "validate_every": "steps between validation image grids (0: none)",
-    "resume": "continue from out_dir/checkpoint.pt if it exists",
+    "validation_image": "your own validation images (repeatable; default: the first 4 training items)",
+    "validation_mask": "the object mask of each --validation-image (white = object)",
+    "validation_prompt": "the prompt of each --validation-image (default: empty)",
+    "log_to": "'tensorboard': also write TensorBoard events to out_dir/tensorboard (pip install "
+              "'salient-outpaint[tensorboard]')",
+    "num_workers": "DataLoader worker processes decoding batches ahead of the training step "
+                   "(0: on the training thread; 4-8 per GPU for JPEG data)",
+    "skip_data_check": "do not open every image and mask before step 0",
+    "resume": "continue from the newest readable checkpoint in out_dir, if there is one",
 }
 
 
@@ -66,9 +81,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, dict]:
         flag = "--" + field.name.replace("_", "-")
         if field.type == "bool":
             parser.add_argument(flag, action="store_true", help=HELP[field.name])
-        elif field.type.startswith("tuple"):
+        elif field.type.startswith("tuple"):  # "--data a b" or "--data a --data b"
             item_type = float if "float" in field.type else str
-            parser.add_argument(flag, nargs="+", type=item_type, default=list(field.default), help=HELP[field.name])
+            parser.add_argument(flag, nargs="+", action="extend", type=item_type, help=HELP[field.name])
         else:
             kind = {"int": int, "float": float, "str": str}[field.type]
             parser.add_argument(flag, type=kind, default=field.default,
@@ -81,7 +96,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, dict]:
                              "augmentation) into the --latents folder; rerun to finish an interrupted run")
     args = vars(parser.parse_args(argv))
     modes = {"benchmark": args.pop("benchmark"), "precompute_latents": args.pop("precompute_latents")}
-    values = {key: tuple(value) if isinstance(value, list) else value for key, value in args.items()}
+    defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+    values = {key: defaults[key] if value is None else tuple(value) if isinstance(value, list) else value
+              for key, value in args.items()}
     return TrainConfig(**values), modes
 
 

@@ -8,11 +8,13 @@ import torch
 from PIL import Image
 
 from salient_outpaint.data.augment import augment, item_generator
+from salient_outpaint.data.check import LISTED, DataCheckError, check_data
 from salient_outpaint.data.datasets import CocoDataset, MixtureDataset, SalientFolderDataset, load_captions
 from salient_outpaint.data.specs import build_dataset
 from salient_outpaint.training import distributed
 from salient_outpaint.training.config import TrainConfig
 from salient_outpaint.training.loop import Trainer
+from tests.test_training import take_steps
 
 
 def write_pair(images, masks, name, size=(48, 40), suffix=".jpg"):
@@ -143,11 +145,31 @@ def test_folder_reads_every_image_format_and_skips_other_files(tmp_path):
     assert len(SalientFolderDataset(root, size=32)) == 3
 
 
-def test_a_missing_mask_is_named_when_the_dataset_is_built(tmp_path):
-    root = salient_folder(tmp_path)
+def test_the_data_check_lists_missing_unreadable_and_mis_sized_files_at_once(tmp_path):
+    root = salient_folder(tmp_path, count=5)
     (root / "masks" / "img1.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"1 of 4 image\(s\) have no mask: img1.jpg \(expected .*img1.png\)"):
-        SalientFolderDataset(root, size=32)
+    (root / "images" / "img3.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    Image.new("L", (20, 20), 255).save(root / "masks" / "img2.png")
+    (root / "masks" / "img4.png").write_bytes((root / "masks" / "img4.png").read_bytes()[:30])  # cut short
+    dataset = SalientFolderDataset(root, size=32)  # building looks at names only
+    with pytest.raises(DataCheckError) as error:
+        check_data(dataset, (f"salient:{root}",))
+    lines = str(error.value).splitlines()
+    assert "found 4 problem(s) in salient:" in lines[0] and "--skip-data-check" in lines[0]
+    assert any(line.strip().endswith("img1.png: the mask is missing") for line in lines)
+    assert any("img3.jpg: cannot read the image" in line for line in lines)
+    assert any("img2.png: the mask is 20x20 (width x height) but its image img2.jpg is 48x40" in line for line in lines)
+    assert any("img4.png: cannot read the mask" in line for line in lines)
+
+
+def test_the_data_check_counts_what_it_does_not_list(tmp_path):
+    root = salient_folder(tmp_path, count=LISTED + 5)
+    for mask in (root / "masks").iterdir():
+        mask.unlink()
+    with pytest.raises(DataCheckError, match=rf"found {LISTED + 5} problem\(s\)") as error:
+        check_data(SalientFolderDataset(root, size=32), ("salient:x",))
+    assert len(str(error.value).splitlines()) == 1 + LISTED + 1
+    assert str(error.value).splitlines()[-1].strip() == "... and 5 more"
 
 
 def test_folder_layout_errors_say_what_was_expected(tmp_path):
@@ -248,10 +270,14 @@ def test_coco_draws_one_of_an_images_captions_per_epoch(tmp_path):
 def test_coco_errors_name_what_is_missing(tmp_path):
     images, captions, masks = coco(tmp_path)
     (masks / "000000000002.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"1 of 3 image\(s\) have no mask: 000000000002.jpg"):
-        CocoDataset(images, captions, masks, size=32)
     (images / "000000000001.jpg").unlink()
-    with pytest.raises(FileNotFoundError, match=r"1 of 3 image\(s\) listed in .* are not in .*000000000001.jpg"):
+    with pytest.raises(DataCheckError, match=r"2 problem\(s\)") as error:
+        check_data(CocoDataset(images, captions, masks, size=32), ("coco",))
+    assert "000000000002.png: the mask is missing" in str(error.value)
+    assert "000000000001.jpg: the image is missing" in str(error.value)
+    for image in images.iterdir():
+        image.unlink()
+    with pytest.raises(FileNotFoundError, match=r"the first images listed in .* are not in .*train2017 .*that split"):
         CocoDataset(images, captions, masks, size=32)
     captions.write_text(json.dumps({"images": []}))
     with pytest.raises(ValueError, match="not a COCO captions file"):
@@ -334,5 +360,5 @@ def test_the_trainer_takes_a_step_on_a_salient_folder(tmp_path):
     root = salient_folder(tmp_path / "data")
     config = TrainConfig(stage="controlnet", preset="toy", data=(f"salient:{root}",), out_dir=str(tmp_path / "run"),
                          resolution=64, steps=1, batch_size=2)
-    loss = Trainer(config, distributed.single_process()).step(0)
+    [loss] = take_steps(Trainer(config, distributed.single_process()), 1)
     assert math.isfinite(loss) and loss > 0

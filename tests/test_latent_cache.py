@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 import train as train_cli
 from salient_outpaint.training import distributed, latent_cache
 from salient_outpaint.training.loop import Trainer
-from tests.test_training import toy_config
+from tests.test_training import take_steps, toy_config
 
 
 def make_cache(config, directory, epochs, shard_size=3) -> dict:
@@ -38,8 +38,8 @@ def test_training_from_the_cache_gives_the_live_losses_without_running_the_encod
 
     cached.models.text_encoder.forward = refuse
     cached.models.vae.encode = refuse
-    for step in range(config.steps):
-        assert cached.step(step) == pytest.approx(live.step(step), rel=1e-5), f"step {step}"
+    for step, (loss, live_loss) in enumerate(zip(take_steps(cached, config.steps), take_steps(live, config.steps))):
+        assert loss == pytest.approx(live_loss, rel=1e-5), f"step {step}"
     for name, value in live.models.controlnet.state_dict().items():
         torch.testing.assert_close(cached.models.controlnet.state_dict()[name], value, rtol=0, atol=1e-4)
 
@@ -81,10 +81,14 @@ def test_an_interrupted_precomputation_is_refused_then_finished_by_running_it_ag
 
     monkeypatch.setattr(latent_cache, "write_shard", real_write_shard)
     first_files = {path: path.stat().st_mtime_ns for path in written}
+    killed_write = directory / "epoch_0001" / "shard_000000.safetensorsx1y2.tmp"  # what kill -9 leaves
+    killed_write.parent.mkdir(exist_ok=True)
+    killed_write.write_bytes(b"half a shard")
     summary = make_cache(config, directory, epochs=2)
+    assert not killed_write.exists()
     assert summary["shards_written_here"] == 4  # of 6: the two finished before the crash are kept
     assert {path: path.stat().st_mtime_ns for path in written} == first_files
-    Trainer(replace(config, latents=str(directory)), distributed.single_process()).step(0)
+    take_steps(Trainer(replace(config, latents=str(directory)), distributed.single_process()), 1)
 
 
 def test_cli_precomputes_and_explains_misuse_in_one_line(tmp_path, capsys):

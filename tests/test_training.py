@@ -1,6 +1,8 @@
 """The training loop on the TOY configuration: learning, freezing, resume, DDP, errors."""
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -8,13 +10,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 import train as train_cli
+from salient_outpaint.data.images import load_image, load_mask
 from salient_outpaint.training import distributed
 from salient_outpaint.training.config import TrainConfig
-from salient_outpaint.training.loop import Trainer, run
+from salient_outpaint.training.loop import Trainer, run, run_folder
 from salient_outpaint.training.state import load_training_state
+from salient_outpaint.training.validation import centre_square
 from tests.test_models import toy_unet_with_and_without_controlnet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +30,18 @@ def toy_config(tmp_path, **overrides) -> TrainConfig:
                        resolution=64, steps=4, batch_size=2, learning_rate=1e-3, log_every=1, checkpoint_every=2,
                        seed=3)
     return replace(base, **overrides)
+
+
+def fit(trainer: Trainer) -> dict:
+    """What train() does with a Trainer: own the output folder, resume if asked, run."""
+    with run_folder(trainer.config, trainer.process) as state:
+        return run(trainer, state)
+
+
+def take_steps(trainer: Trainer, steps: int) -> list[float]:
+    """The losses of steps 0 .. steps - 1, reading batches as a run does."""
+    batches = trainer.batches(0)
+    return [trainer.step(step, next(batches)) for step in range(steps)]
 
 
 def snapshot(trainer: Trainer) -> dict:
@@ -41,8 +58,7 @@ def test_only_the_controlnet_changes_and_it_starts_as_the_frozen_unet(tmp_path):
     controlled, plain = toy_unet_with_and_without_controlnet(models, torch.tensor([7, 700]))
     assert torch.equal(controlled, plain)
 
-    for step in range(3):
-        trainer.step(step)
+    take_steps(trainer, 3)
     after = snapshot(trainer)
     for name in ("unet", "vae", "text_encoder"):
         for key in before[name]:
@@ -58,31 +74,31 @@ def test_loss_falls_on_a_tiny_synthetic_set(tmp_path):
     """The inpainting U-Net stage learns fast enough to show in a few dozen steps."""
     config = toy_config(tmp_path, stage="unet", data=("toy:16",), steps=60, batch_size=8, learning_rate=2e-3,
                         checkpoint_every=1000, log_every=10)
-    run(Trainer(config, distributed.single_process()))
+    fit(Trainer(config, distributed.single_process()))
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert losses[-1] < 0.6 * losses[0], losses
 
 
 def test_kill_and_resume_gives_identical_parameters(tmp_path):
     straight = toy_config(tmp_path / "straight")
-    run(Trainer(straight, distributed.single_process()))
+    fit(Trainer(straight, distributed.single_process()))
 
     crashed = toy_config(tmp_path / "crashed")
     trainer = Trainer(crashed, distributed.single_process())
     real_step = trainer.step
 
-    def step_then_crash(step):
+    def step_then_crash(step, micro_batches):
         if step == 3:  # after the checkpoint at step 2, in the middle of the run
             raise KeyboardInterrupt("simulated crash")
-        return real_step(step)
+        return real_step(step, micro_batches)
 
     trainer.step = step_then_crash
     with pytest.raises(KeyboardInterrupt):
-        run(trainer)
+        fit(trainer)
     assert load_training_state(crashed.out_dir)["step"] == 2
     assert not [p for p in Path(crashed.out_dir).iterdir() if p.name.endswith(".tmp")], "half-written file left"
 
-    run(Trainer(replace(crashed, resume=True), distributed.single_process()))
+    fit(Trainer(replace(crashed, resume=True), distributed.single_process()))
     ours = load_file(str(Path(crashed.out_dir) / "weights/controlnet/diffusion_pytorch_model.safetensors"))
     reference = load_file(str(Path(straight.out_dir) / "weights/controlnet/diffusion_pytorch_model.safetensors"))
     for key in reference:
@@ -102,7 +118,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_p
 
     trainer.model.forward = forward_going_nan
     with pytest.raises(FloatingPointError, match=r"loss became nan at step 3.*--resume"):
-        run(trainer)
+        fit(trainer)
     assert load_training_state(config.out_dir)["step"] == 2
 
 
@@ -119,36 +135,71 @@ def test_benchmark_prints_throughput_and_memory(tmp_path, capsys):
     assert result["samples_per_s"] > 0 and result["peak_memory_mb"] > 0
 
 
-@pytest.mark.slow
-def test_two_process_torchrun_matches_one_process_with_the_same_global_batch(tmp_path):
-    """gloo on CPU. Both ranks must hold identical weights (DDP), and those must equal a single process
-    with batch 4 up to float32 reduction order: the gradient is averaged over ranks instead of over
-    the batch, a few ulps apart. AdamW divides by the gradient's running RMS, so where a gradient is
-    near zero those ulps can move a weight by a visible fraction of lr; we measured at most 1.8e-5 after
-    3 steps at lr 1e-3, and allow 1e-4 (a tenth of one step): a different batch moves weights by ~lr."""
-    common = ["--preset", "toy", "--data", "toy:32", "--steps", "3", "--learning-rate", "1e-3", "--seed", "3",
-              "--checkpoint-every", "3", "--log-every", "1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-                          str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path / "two"), *common, "--batch-size", "2"],
-                         cwd=ROOT, env=env, capture_output=True, text=True)
-    assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path / "one"), *common,
-                          "--batch-size", "4"], cwd=ROOT, env=env, capture_output=True, text=True)
+DDP_FLAGS = ["--preset", "toy", "--data", "toy:32", "--steps", "3", "--learning-rate", "1e-3", "--seed", "3",
+             "--checkpoint-every", "3", "--log-every", "1"]
+SINGLE_THREADED = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def one_process_weights(tmp_path_factory) -> dict:
+    """The ControlNet after 3 steps of batch 4 on one process, which the multi-process runs must match."""
+    out = tmp_path_factory.mktemp("one_process")
+    one = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_worker.py"), str(out), *DDP_FLAGS,
+                          "--batch-size", "4"], cwd=ROOT, env=SINGLE_THREADED, capture_output=True, text=True)
     assert one.returncode == 0, one.stderr[-3000:]
-    rank0 = torch.load(tmp_path / "two" / "rank0.pt")
-    rank1 = torch.load(tmp_path / "two" / "rank1.pt")
-    single = torch.load(tmp_path / "one" / "rank0.pt")
+    return torch.load(out / "rank0.pt")
+
+
+def assert_ranks_match_one_process(out: Path, single: dict) -> None:
+    """Both ranks must hold identical weights (DDP), and those must equal a single process with batch 4
+    up to float32 reduction order: the gradient is averaged over ranks instead of over the batch, a few
+    ulps apart. AdamW divides by the gradient's running RMS, so where a gradient is near zero those ulps
+    can move a weight by a visible fraction of lr; we measured at most 1.8e-5 after 3 steps at lr 1e-3,
+    and allow 1e-4 (a tenth of one step): a different batch moves weights by ~lr."""
+    rank0, rank1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), f"ranks disagree on {key}"
         torch.testing.assert_close(rank0[key], single[key], rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_matches_one_process_with_the_same_global_batch(tmp_path, one_process_weights):
+    """gloo on CPU, 2 processes of batch 2 against 1 of batch 4."""
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          f"--master_port={free_port()}", str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path / "two"),
+                          *DDP_FLAGS, "--batch-size", "2"], cwd=ROOT, env=SINGLE_THREADED, capture_output=True,
+                         text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert_ranks_match_one_process(tmp_path / "two", one_process_weights)
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_match_one_process(tmp_path, one_process_weights):
+    """Multi-node torchrun simulated on one machine: two launchers (--nnodes=2 --nproc_per_node=1) meet
+    through c10d rendezvous on localhost, as two machines would meet at the first one's address; they
+    share the output folder as nodes share a network filesystem."""
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+              "--rdzv_backend=c10d", f"--rdzv_endpoint=localhost:{free_port()}", "--rdzv_id=two-nodes",
+              str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path / "two"), *DDP_FLAGS, "--batch-size", "2"]
+    nodes = [subprocess.Popen(launch, cwd=ROOT, env=SINGLE_THREADED, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    for node in nodes:
+        _, stderr = node.communicate()
+        assert node.returncode == 0, stderr[-3000:]
+    assert_ranks_match_one_process(tmp_path / "two", one_process_weights)
 
 
 @pytest.mark.parametrize("stage", ["vae", "controlnet"])
 def test_validation_grids_are_written_and_training_mode_is_restored(tmp_path, stage):
     config = toy_config(tmp_path, stage=stage, steps=2, validate_every=2, checkpoint_every=2)
     trainer = Trainer(config, distributed.single_process())
-    run(trainer)
+    fit(trainer)
     grid = Path(config.out_dir) / "validation" / "step_0000002.png"
     assert grid.is_file()
     trained = {"vae": "vae", "controlnet": "controlnet"}[stage]
@@ -177,19 +228,77 @@ def test_half_precision_runs_keep_frozen_networks_in_half_track_fp32_and_resume_
         assert {p.dtype for p in straight.models.components()[name].parameters()} == {dtype}, name
     assert straight.scaler.is_enabled() == (precision == "fp16")
     before = snapshot(straight)
-    run(straight)  # log_every=1: log.jsonl holds each step's loss
+    fit(straight)  # log_every=1: log.jsonl holds each step's loss
     logged = [json.loads(line)["loss"] for line in (Path(half.out_dir) / "log.jsonl").read_text().splitlines()]
-    assert logged == pytest.approx([reference.step(step) for step in range(2)], rel=2e-2)
+    assert logged == pytest.approx(take_steps(reference, 2), rel=2e-2)
     after = snapshot(straight)
     assert all(torch.equal(before["unet"][key], after["unet"][key]) for key in before["unet"])
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in straight.models.controlnet.parameters())
     assert any(not torch.equal(before["controlnet"][key], after["controlnet"][key]) for key in before["controlnet"])
 
     stopped = Trainer(replace(half, out_dir=str(tmp_path / "resumed"), steps=1), distributed.single_process())
-    run(stopped)
+    fit(stopped)
     if precision == "fp16":
         assert load_training_state(stopped.config.out_dir)["scaler"]["scale"] > 0
     resumed = Trainer(replace(half, out_dir=str(tmp_path / "resumed"), resume=True), distributed.single_process())
-    run(resumed)
+    fit(resumed)
     for key, value in straight.models.controlnet.state_dict().items():
         assert torch.equal(resumed.models.controlnet.state_dict()[key], value), key
+
+
+def write_validation_pair(folder: Path, size=(80, 60)) -> tuple[Path, Path]:
+    """A photo-sized image (not square, not the training size) with a red box, and its mask."""
+    image, mask = Image.new("RGB", size, (20, 160, 40)), Image.new("L", size, 0)
+    box = (30, 20, 50, 40)
+    image.paste((230, 20, 20), box)
+    mask.paste(255, box)
+    image.save(folder / "bottle.png")
+    mask.save(folder / "bottle_mask.png")
+    return folder / "bottle.png", folder / "bottle_mask.png"
+
+
+def test_validation_on_the_users_own_images_and_tensorboard_beside_the_log(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    image, mask = write_validation_pair(tmp_path)
+    config = toy_config(tmp_path, steps=2, checkpoint_every=2, validate_every=2, validation_image=(str(image),),
+                        validation_mask=(str(mask),), validation_prompt=("a red box on grass",), log_to="tensorboard")
+    fit(Trainer(config, distributed.single_process()))
+    grid = load_image(Path(config.out_dir) / "validation" / "step_0000002.png")
+    assert grid.shape == (3, 2 + 3 * (64 + 2), 2 + 64 + 2)  # one column: image, mask, sample
+    expected, _ = centre_square(load_image(image), load_mask(mask), 64)
+    torch.testing.assert_close(grid[:, 2:66, 2:66], expected, rtol=0, atol=2 / 255)  # PNG rounding
+    events = EventAccumulator(str(Path(config.out_dir) / "tensorboard"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("train/loss")] == [1, 2]
+    assert [event.step for event in events.Images("validation")] == [2]
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"validation_mask": ()}, "give one --validation-mask .* per --validation-image; got 1 image"),
+    ({"validate_every": 0}, "--validation-image is drawn every --validate-every N steps"),
+    ({"validation_image": ("nowhere.png",)}, "the image nowhere.png does not exist"),
+    ({"validation_mask": ("{small}",)}, r"--validation-mask .*small.png is \(8, 8\) .* but its --validation-image"),
+])
+def test_validation_images_are_checked_before_step_0(tmp_path, capsys, change, message):
+    image, mask = write_validation_pair(tmp_path)
+    Image.new("L", (8, 8)).save(tmp_path / "small.png")
+    flags = {"validation_image": (str(image),), "validation_mask": (str(mask),), "validate_every": 1, **change}
+    argv = ["--data", "toy:4", "--steps", "1", "--out-dir", str(tmp_path / "run")]
+    for name, value in flags.items():
+        values = value if isinstance(value, tuple) else (value,)
+        if values:
+            argv += [f"--{name.replace('_', '-')}", *[str(v).format(small=tmp_path / "small.png") for v in values]]
+    assert train_cli.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and re.search(message, error), error
+    assert not (tmp_path / "run" / "log.jsonl").exists()
+
+
+def test_tensorboard_logging_without_the_package_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard now raises ImportError
+    argv = ["--data", "toy:4", "--steps", "1", "--log-to", "tensorboard", "--out-dir", str(tmp_path / "run")]
+    assert train_cli.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == ("error: --log-to tensorboard needs the tensorboard package: pip install "
+                     "'salient-outpaint[tensorboard]' (or pip install tensorboard)")

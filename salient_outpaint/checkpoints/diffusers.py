@@ -93,11 +93,11 @@ def controlnet_config_json(config: ModelConfig) -> dict:
 def save_controlnet_folder(controlnet: ControlNet, config: ModelConfig, folder: str | Path) -> Path:
     """Write `folder/config.json` and `folder/diffusion_pytorch_model.safetensors` so that
     `diffusers.ControlNetModel.from_pretrained(folder)` loads what we trained."""
-    from .io import save_state_dict
+    from .io import atomic_write, save_state_dict
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(controlnet_config_json(config), indent=2))
+    text = json.dumps(controlnet_config_json(config), indent=2)
+    atomic_write(folder / "config.json", lambda temporary: Path(temporary).write_text(text))
     weights = {key: value.detach().to(torch.float32) for key, value in controlnet.state_dict().items()}
     save_state_dict(weights, folder / "diffusion_pytorch_model.safetensors")
     return folder

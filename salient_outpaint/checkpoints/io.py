@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
+TEMPORARY_SUFFIX = ".tmp"
 
 
 class CheckpointError(ValueError):
@@ -66,19 +67,41 @@ def load_pickled_tensors(path: str | Path):
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call `write(temporary_path)`, then rename onto `path`: a crash leaves either the old file or
-    the new one, never half of one."""
+    """Call `write(temporary_path)`, flush it to the disk, then rename it onto `path` and flush the
+    folder: a crash, or a power cut, leaves either the old file or the new one, never half of one.
+    A process killed mid-write leaves its `<name>*.tmp` behind (no `finally` runs on SIGKILL);
+    `remove_temporary_files` clears those."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=TEMPORARY_SUFFIX)
     os.close(handle)
     try:
         write(temporary)
+        fsync(temporary)
         os.replace(temporary, path)
+        fsync(path.parent)  # the rename itself is an entry of the folder
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
     return path
+
+
+def fsync(path: str | Path) -> None:
+    """Flush a file's (or a folder's entries') data from the page cache to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def remove_temporary_files(folder: str | Path) -> list[Path]:
+    """Delete the leftovers of atomic writes killed midway anywhere under `folder` (only safe while
+    no other process writes there); returns what was deleted."""
+    leftovers = sorted(Path(folder).rglob(f"*{TEMPORARY_SUFFIX}")) if Path(folder).is_dir() else []
+    for leftover in leftovers:
+        leftover.unlink()
+    return leftovers
 
 
 def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | Path) -> None:

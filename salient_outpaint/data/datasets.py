@@ -2,8 +2,9 @@
 
 Every item is {"image": (3, S, S) in [-1, 1], "mask": (1, S, S) in {0, 1}, 1 = object, "caption": str},
 and its randomness (crop, flip, which caption) is a pure function of (seed, epoch, index), so that a
-resumed or multi-process run reads exactly the same samples. Problems a user can fix (a missing mask,
-an uncaptioned image, a bad captions line) stop the run when the dataset is built, not hours in.
+resumed or multi-process run reads exactly the same samples. Problems a user can fix stop the run
+before step 0, not hours in: a wrong folder, an uncaptioned image or a bad captions line as the
+dataset is built; missing, unreadable or mis-sized files in the data check (`problems`, check.py).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .augment import augment, item_generator
+from .check import pairs_problems
 from .images import IMAGE_SUFFIXES, images_in, load_image, load_mask
 
 # (images, masks) sub-folder names: ours, DUTS training and test sets, DIS5K
@@ -94,16 +96,8 @@ def find_layout(root: Path) -> tuple[Path, Path]:
 
 
 def pair_masks(images: list[Path], masks_folder: Path) -> list[tuple[Path, Path]]:
-    """Each image with masks_folder/<stem>.png; missing masks are an error naming the first few."""
-    pairs, missing = [], []
-    for image in images:
-        mask = masks_folder / f"{image.stem}.png"
-        (pairs if mask.is_file() else missing).append((image, mask))
-    if missing:
-        shown = ", ".join(f"{image.name} (expected {mask})" for image, mask in missing[:SHOWN])
-        raise FileNotFoundError(f"{len(missing)} of {len(images)} image(s) have no mask: {shown}; every image "
-                                "needs a mask <image stem>.png (white = object) in the masks folder")
-    return pairs
+    """Each image with the mask it needs, masks_folder/<stem>.png (the data check reports missing ones)."""
+    return [(image, masks_folder / f"{image.stem}.png") for image in images]
 
 
 def as_caption_lists(captions: dict) -> dict[str, list[str]]:
@@ -122,6 +116,9 @@ class PairedDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def problems(self) -> list[str]:
+        return pairs_problems(self.pairs)
 
     def __getitem__(self, index: int) -> dict:
         image_path, mask_path = self.pairs[index]
@@ -187,11 +184,10 @@ class CocoDataset(PairedDataset):
         if not entries:
             raise ValueError(f"{captions_json} lists no images")
         images = [Path(images_dir) / entry["file_name"] for entry in entries]
-        absent = [image.name for image in images if not image.is_file()]
-        if absent:
-            raise FileNotFoundError(f"{len(absent)} of {len(images)} image(s) listed in {captions_json} are not in "
-                                    f"{images_dir}: {', '.join(absent[:SHOWN])}; is {images_dir} the folder of "
-                                    "that split (e.g. train2017 for captions_train2017.json)?")
+        if not any(image.is_file() for image in images[:SHOWN]):  # the data check lists single absent images
+            raise FileNotFoundError(f"the first images listed in {captions_json} are not in {images_dir} "
+                                    f"({', '.join(image.name for image in images[:SHOWN])}); is {images_dir} the "
+                                    "folder of that split (e.g. train2017 for captions_train2017.json)?")
         uncaptioned = [entry["file_name"] for entry in entries if not captions_by_id.get(entry["id"])]
         if uncaptioned:
             raise ValueError(f"{len(uncaptioned)} image(s) in {captions_json} have no caption annotation: "
@@ -226,6 +222,9 @@ class MixtureDataset(Dataset):
 
     def __len__(self) -> int:
         return self.length
+
+    def problems(self) -> list[str]:
+        return [problem for dataset in self.datasets if hasattr(dataset, "problems") for problem in dataset.problems()]
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:

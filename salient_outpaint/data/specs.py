@@ -4,8 +4,10 @@
   salient:ROOT[:CAPTIONS]          a salient-object folder (ROOT/images, ROOT/masks), captions
                                    from a JSONL/CSV file (see docs/datasets.md)
   coco:IMAGES:CAPTIONS_JSON:MASKS  COCO images, COCO caption annotations, a folder of masks
+  shards:PATTERN                   tar shards made by `python -m salient_outpaint.data.shards pack`,
+                                   streamed (PATTERN: a glob or {000..009} braces); alone, not mixed
 
-Several specs form a weighted mixture (`--data-weights`, default equal).
+Several specs (other than shards) form a weighted mixture (`--data-weights`, default equal).
 """
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ MIXTURE_LENGTH_PER_DATASET = 100_000
 def build_one(spec: str, size: int, seed: int) -> Dataset:
     kind, _, rest = spec.partition(":")
     parts = rest.split(":") if rest else []
-    if kind == "toy":
+    if kind == "toy" and len(parts) <= 1:
         from .synthetic import ToyWorldDataset
 
+        if parts and not (parts[0].isdigit() and int(parts[0]) > 0):
+            raise ValueError(f"--data {spec}: toy:N needs a whole number of scenes N of at least 1")
         return ToyWorldDataset(num_items=int(parts[0]) if parts else 10_000, size=size, seed=seed, split="train")
     if kind == "salient" and 1 <= len(parts) <= 2:
         from .datasets import SalientFolderDataset, load_captions
@@ -30,15 +34,25 @@ def build_one(spec: str, size: int, seed: int) -> Dataset:
         from .datasets import CocoDataset
 
         return CocoDataset(parts[0], parts[1], parts[2], size=size, seed=seed)
-    raise ValueError(f"cannot read the dataset spec {spec!r}; expected toy[:N], salient:ROOT[:CAPTIONS] "
-                     "or coco:IMAGES:CAPTIONS_JSON:MASKS")
+    if kind == "shards" and rest:
+        from .shards import ShardDataset
+
+        return ShardDataset(rest, size=size, seed=seed)
+    raise ValueError(f"cannot read the dataset spec {spec!r}; expected toy[:N], salient:ROOT[:CAPTIONS], "
+                     "coco:IMAGES:CAPTIONS_JSON:MASKS or shards:PATTERN")
 
 
 def build_dataset(specs: tuple[str, ...], weights: tuple[float, ...], size: int, seed: int) -> Dataset:
     """One dataset, or a weighted mixture of several. Every returned dataset has `set_epoch`."""
     if not specs:
         raise ValueError("no dataset given; pass --data (e.g. --data toy)")
+    if len(specs) > 1 and any(spec.startswith("shards:") for spec in specs):
+        raise ValueError("shards:PATTERN is streamed in order and cannot be mixed with other --data specs; "
+                         "pack all the data into one set of shards (the pack command takes several sources)")
     datasets = [build_one(spec, size, seed) for spec in specs]
+    for spec, dataset in zip(specs, datasets):
+        if len(dataset) == 0:
+            raise ValueError(f"--data {spec} holds no items")
     if len(datasets) == 1:
         return datasets[0]
     from .datasets import MixtureDataset

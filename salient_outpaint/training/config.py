@@ -1,7 +1,9 @@
-"""What a training run is: one frozen dataclass, saved inside every checkpoint."""
+"""What a training run is: one frozen dataclass, saved inside every checkpoint (as JSON) and compared
+with the command line when the run is resumed."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
@@ -38,7 +40,14 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 200
+    keep_checkpoints: int = 2  # the newest N training checkpoints are kept
     validate_every: int = 0  # 0: no validation images
+    validation_image: tuple[str, ...] = ()  # the user's own validation images (default: the first data items)
+    validation_mask: tuple[str, ...] = ()  # one object mask per validation image
+    validation_prompt: tuple[str, ...] = ()  # one prompt per validation image (default: "")
+    log_to: str = ""  # "tensorboard": also write TensorBoard events beside log.jsonl
+    num_workers: int = 0  # DataLoader worker processes reading batches ahead (0: on the training thread)
+    skip_data_check: bool = False
     resume: bool = False
 
     def __post_init__(self):
@@ -47,8 +56,25 @@ class TrainConfig:
         for name, value in (("precision", self.precision), ("frozen_dtype", self.frozen_dtype)):
             if value not in ("fp32", "bf16", "fp16"):
                 raise ValueError(f"{name} must be fp32, bf16 or fp16, not {value!r}")
+        for name in ("steps", "batch_size", "grad_accumulation", "log_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ValueError(f"--num-workers must be 0 or more, not {self.num_workers}")
+        if self.log_to not in LOG_SINKS:
+            raise ValueError(f"--log-to must be one of {', '.join(repr(sink) for sink in LOG_SINKS)}, "
+                             f"not {self.log_to!r}")
+        if len(self.validation_mask) != len(self.validation_image) or \
+                len(self.validation_prompt) not in (0, len(self.validation_image)):
+            raise ValueError(f"give one --validation-mask (and, if any, one --validation-prompt) per "
+                             f"--validation-image; got {len(self.validation_image)} image(s), "
+                             f"{len(self.validation_mask)} mask(s), {len(self.validation_prompt)} prompt(s)")
+        if self.validation_image and not self.validate_every:
+            raise ValueError("--validation-image is drawn every --validate-every N steps; give N")
         if self.data_weights and len(self.data_weights) != len(self.data):
             raise ValueError("give one --data-weights value per --data spec")
+        if self.latents and any(spec.startswith("shards:") for spec in self.data):
+            raise ValueError("precomputed --latents are made from indexable data (folders, COCO, toy), not shards:")
         if self.latents and self.stage != "controlnet":
             raise ValueError("precomputed --latents serve the controlnet stage only: its paint mask is fixed by the "
                              f"object mask, while the {self.stage} stage draws new masks (or trains the encoder) "
@@ -56,6 +82,43 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+LOG_SINKS = ("", "tensorboard")
+
+# What a resumed run may set anew: when to log, checkpoint and validate, how long to run, how the data
+# is read (not which data), how much memory the backward pass takes. Every other field decides the
+# weights, so a difference in it is an error (see resume_conflicts).
+CHANGEABLE_ON_RESUME = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "validate_every",
+                        "validation_image", "validation_mask", "validation_prompt", "log_to", "num_workers",
+                        "skip_data_check", "gradient_checkpointing", "out_dir", "resume")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def shown(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def resume_conflicts(saved: dict, config: TrainConfig) -> list[str]:
+    """The fields, other than CHANGEABLE_ON_RESUME, where a checkpoint's config and this run's differ,
+    as "--flag OLD (now NEW)". A field the checkpoint lacks (it was written before the field existed)
+    counts as its default."""
+    conflicts = []
+    for field in fields(TrainConfig):
+        if field.name in CHANGEABLE_ON_RESUME:
+            continue
+        old, new = saved.get(field.name, field.default), getattr(config, field.name)
+        if isinstance(old, list):
+            old = tuple(old)  # JSON has no tuples
+        if old != new:
+            conflicts.append(f"{flag(field.name)} {shown(old) or '(none)'} (now {shown(new) or '(none)'})")
+    return conflicts
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

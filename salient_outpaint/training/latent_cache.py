@@ -16,7 +16,8 @@ generator, so a run reading the cache gives the same loss as one encoding live (
 of batched convolutions). Epoch e of a run reads cached epoch e mod EPOCHS.
 
 Each file is written atomically and skipped when present, so an interrupted precomputation resumes
-where it stopped; under torchrun the shards are shared out between the processes.
+where it stopped (removing the temporary file it was killed writing); under torchrun the shards are
+shared out between the processes.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from .. import conditioning
-from ..checkpoints.io import atomic_write
+from ..checkpoints.io import atomic_write, remove_temporary_files
 from . import distributed
 
 POSTERIOR_KEYS = ("image_mean", "image_std", "masked_mean", "masked_std")
@@ -179,7 +180,9 @@ def precompute_latents(trainer, directory: str | Path, epochs: int, shard_size: 
     if existing is not None and existing != manifest:
         raise ValueError(f"{directory} already holds latents made otherwise "
                          f"({'; '.join(differences(existing, manifest))}); use another folder or delete it")
-    distributed.barrier()  # every process has compared before the main one writes
+    if process.is_main:  # what an interrupted precomputation was writing when it was killed
+        remove_temporary_files(directory)
+    distributed.barrier()  # every process has compared (and the leftovers are gone) before any writes
     if existing is None and process.is_main:
         atomic_write(directory / MANIFEST_NAME, lambda temporary: Path(temporary).write_text(json.dumps(manifest)))
     num_items = manifest["key"]["num_items"]

@@ -62,11 +62,12 @@ class TrainingObjective(nn.Module):
         device = encoder.token_embedding.weight.device
         if any(p.requires_grad for p in encoder.parameters()):
             return encoder(self.tokenizer(captions).to(device))
-        missing = sorted(set(captions) - set(self.text_cache))
-        if missing:
-            with torch.no_grad():
-                for caption, embedding in zip(missing, encoder(self.tokenizer(missing).to(device))):
-                    self.text_cache[caption] = embedding
+        with torch.no_grad():
+            # One caption per call: an embedding must not depend on which captions shared its batch
+            # (batched matmuls round by batch size), or a resumed run, which meets captions in another
+            # order, would drift from an uninterrupted one.
+            for caption in sorted(set(captions) - set(self.text_cache)):
+                self.text_cache[caption] = encoder(self.tokenizer([caption]).to(device))[0]
         return torch.stack([self.text_cache[caption] for caption in captions])
 
     def paint_masks(self, object_masks, generators):

@@ -2,7 +2,9 @@
 
     vae stage:            inputs | reconstructions
     unet/controlnet:      inputs | object masks | samples (20 DPM-Solver++ steps, guidance 5)
-Always the same first items of the dataset (epoch 0), so grids of successive steps compare.
+The items are the user's own (`--validation-image`, `--validation-mask`, `--validation-prompt`,
+read and checked before step 0, centre-cropped to --resolution) or else the first items of the
+dataset (epoch 0); always the same ones, so grids of successive steps compare.
 """
 from __future__ import annotations
 
@@ -10,17 +12,46 @@ from pathlib import Path
 
 import torch
 
-from ..data.images import make_grid, mask_as_image, save_image
+from ..data.images import load_image, load_mask, make_grid, mask_as_image, resize_shorter_side, save_image
+from ..data.masks import binarize
 from ..modules.models import Models
 from ..pipeline import OutpaintPipeline, SamplingOptions
 
 VALIDATION_ITEMS = 4
 
 
-@torch.no_grad()
-def validation_grid(models: Models, stage: str, dataset, device: torch.device, seed: int) -> torch.Tensor:
+def centre_square(image: torch.Tensor, mask: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, H, W), (1, H, W) -> their centre squares at size x size, the mask binarised."""
+    both = resize_shorter_side(torch.cat([image, mask])[None], size, mode="bilinear")[0]  # (4, H', W')
+    top, left = (both.shape[-2] - size) // 2, (both.shape[-1] - size) // 2
+    both = both[:, top:top + size, left:left + size]
+    return both[:3].clamp(-1, 1), binarize(both[3:])
+
+
+def user_items(images: tuple[str, ...], masks: tuple[str, ...], prompts: tuple[str, ...], size: int) -> list[dict]:
+    """The user's validation images, masks and prompts as dataset items; one-line errors for
+    missing, unreadable or mismatched files."""
+    items = []
+    for index, (image_path, mask_path) in enumerate(zip(images, masks)):
+        image, mask = load_image(image_path), load_mask(mask_path)  # (3, H, W), (1, H, W)
+        if image.shape[-2:] != mask.shape[-2:]:
+            raise ValueError(f"--validation-mask {mask_path} is {tuple(mask.shape[-2:])} (height, width) but its "
+                             f"--validation-image {image_path} is {tuple(image.shape[-2:])}; they must match")
+        image, mask = centre_square(image, mask, size)
+        items.append({"image": image, "mask": mask, "caption": prompts[index] if prompts else ""})
+    return items
+
+
+def dataset_items(dataset) -> list[dict]:
+    """The first items of the dataset as epoch 0 draws them (shards: in pattern order)."""
+    if hasattr(dataset, "first_items"):
+        return dataset.first_items(VALIDATION_ITEMS)
     dataset.set_epoch(0)
-    items = [dataset[index] for index in range(min(VALIDATION_ITEMS, len(dataset)))]
+    return [dataset[index] for index in range(min(VALIDATION_ITEMS, len(dataset)))]
+
+
+@torch.no_grad()
+def validation_grid(models: Models, stage: str, items: list[dict], device: torch.device, seed: int) -> torch.Tensor:
     images = torch.stack([item["image"] for item in items])
     masks = torch.stack([item["mask"] for item in items])
     modes = {name: module.training for name, module in models.components().items()}
@@ -40,9 +71,8 @@ def validation_grid(models: Models, stage: str, dataset, device: torch.device, s
             module.train(modes[name])
 
 
-def save_validation_grid(models: Models, stage: str, dataset, device: torch.device, seed: int,
-                         out_dir: str | Path, step: int) -> Path:
+def save_validation_grid(grid: torch.Tensor, out_dir: str | Path, step: int) -> Path:
     path = Path(out_dir) / "validation" / f"step_{step:07d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(validation_grid(models, stage, dataset, device, seed), path)
+    save_image(grid, path)
     return path

@@ -1,0 +1,25 @@
+"""train.py with every atomic write held open for 0.3 s between writing its temporary file and
+renaming it, so that test_resume.py can kill -9 it in the middle of writing a checkpoint.
+
+    python tests/slow_write_train.py [train.py flags]
+"""
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from salient_outpaint.checkpoints import io  # noqa: E402
+
+real_fsync = io.fsync
+
+
+def slow_fsync(path):
+    if str(path).endswith(io.TEMPORARY_SUFFIX):
+        time.sleep(0.3)
+    real_fsync(path)
+
+
+io.fsync = slow_fsync
+import train  # noqa: E402
+
+sys.exit(train.main())
