@@ -14,6 +14,8 @@ from .uploads import DEFAULT_MAX_PIXELS, read_mask, read_photo
 
 MAX_IMAGES = 8  # per request: a queue serves one request at a time, so one request must not hold it for long
 MAX_STEPS = 150
+NO_OBJECT = ("no object: the mask is empty. Upload a photo with transparency or a plain backdrop, or the "
+             "object's mask (white = object), or paint the object in the mask editor")
 
 
 class OutpaintService:
@@ -25,14 +27,12 @@ class OutpaintService:
 
     def read(self, photo: str | Path, mask: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Uploaded files -> image (3, H, W) in [-1, 1] and object mask (1, H, W) in [0, 1]: the uploaded
-        mask if given, else the photo's own (alpha, or the object on a plain backdrop)."""
+        mask if given, else the photo's own (alpha, or the object on a plain backdrop), else all zeros
+        (nothing found: the person paints the object in the page's editor, or uploads its mask)."""
         image, own_mask = read_photo(photo, self.max_pixels)
         if mask is not None:
             return image, read_mask(mask, image, self.max_pixels)
-        if own_mask is None:
-            raise InputError("the photo has no transparency and no plain backdrop to find the object by; "
-                             "upload its mask too (white = object)")
-        return image, own_mask
+        return image, own_mask if own_mask is not None else torch.zeros(1, *image.shape[-2:])
 
     def generate(self, image: torch.Tensor, mask: torch.Tensor, prompt: str, negative_prompt: str,
                  options: SamplingOptions, seed: int, num_images: int,
@@ -40,7 +40,9 @@ class OutpaintService:
         """-> (num_images, 3, H, W) in [-1, 1] with the ControlNet, and the same with SI2 alone
         (control scale 0, same seed, so the same initial noise) when `compare`, else None."""
         check_request(options, seed, num_images)
-        check_object_mask(mask, image)  # an empty or full mask is refused before any model runs
+        if not (mask >= 0.5).any():
+            raise InputError(NO_OBJECT)
+        check_object_mask(mask, image)  # a mask covering everything is refused before any model runs
 
         def sample(control_scale: float) -> torch.Tensor:
             generator = torch.Generator().manual_seed(seed)

@@ -53,12 +53,15 @@ def build_app(service: OutpaintService, example: Path | None = None) -> gr.Block
     page's example row."""
 
     def show_mask(photo: str | None, mask: str | None = None) -> dict | None:
-        """The object mask found for an upload (its alpha, a plain backdrop, or the uploaded mask), as the
-        editor's value: the photo at display size with the mask as a red layer."""
+        """The object mask found for an upload (its alpha, a plain backdrop, or the uploaded mask; else
+        empty, to be painted), as the editor's value: the photo at display size, the mask a red layer."""
         if photo is None:
             return None
         with shown_in_page():
-            return editor_value(*service.read(photo, mask))
+            image, object_mask = service.read(photo, mask)
+        if not object_mask.any():
+            gr.Info("no object found in the photo: paint it with the brush, or upload its mask")
+        return editor_value(image, object_mask)
 
     def generate(photo: str | None, mask: str | None = None, mask_edit: dict | None = None, prompt: str = "",
                  negative_prompt: str | None = None, steps: int = 20, guidance: float = 7.5, control_scale: float = 1.0,
@@ -66,7 +69,8 @@ def build_app(service: OutpaintService, example: Path | None = None) -> gr.Block
                  progress=gr.Progress(track_tqdm=True)) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """New backgrounds around the object of `photo`: full-size PNGs with the ControlNet, and with
         SI2 alone on the same seed when `compare` (else an empty list). The mask is `mask` if given,
-        else the photo's alpha or plain backdrop; `mask_edit` (the page's editor) corrects it."""
+        else the photo's alpha or plain backdrop; `mask_edit` (the page's editor, None from the API)
+        corrects it."""
         if photo is None:
             raise gr.Error("upload a photo first", print_exception=False)
         with shown_in_page():
@@ -79,33 +83,37 @@ def build_app(service: OutpaintService, example: Path | None = None) -> gr.Block
                                                 int(num_images), compare)
         return as_pictures(images), as_pictures(baseline) if baseline is not None else []
 
-    with gr.Blocks(title="salient-outpaint", delete_cache=(600, 3600)) as app:
+    with gr.Blocks(title="salient-outpaint", delete_cache=(600, 3600), analytics_enabled=False) as app:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column():
-                photo = gr.File(label="Photo or RGBA cut-out", file_types=["image"], type="filepath")
-                mask = gr.File(label="Object mask (optional; white = object)", file_types=["image"], type="filepath")
+                photo = gr.File(label="Photo or RGBA cut-out", file_types=["image"], type="filepath",
+                                elem_id="photo")
+                mask = gr.File(label="Object mask (optional; white = object)", file_types=["image"], type="filepath",
+                               elem_id="mask")
                 editor = gr.ImageEditor(
                     label="Object mask (red). Brush adds to the object, eraser removes.", type="numpy",
                     image_mode="RGBA", sources=(), transforms=(), canvas_size=(512, 512),
                     layers=gr.LayerOptions(allow_additional_layers=False, layers=["object"]),
-                    brush=gr.Brush(colors=["rgb(255, 0, 0)"], color_mode="fixed"), eraser=gr.Eraser())
+                    brush=gr.Brush(colors=["rgb(255, 0, 0)"], color_mode="fixed"), eraser=gr.Eraser(), elem_id="editor")
             with gr.Column():
-                prompt = gr.Textbox(label="Prompt", placeholder="what the new background should show")
+                prompt = gr.Textbox(label="Prompt", placeholder="what the new background should show",
+                                    elem_id="prompt")
                 negative_prompt = gr.Textbox(label="Negative prompt", placeholder="what to steer away from")
                 with gr.Row():
-                    steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Steps")
+                    steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Steps", elem_id="steps")
                     guidance = gr.Slider(0, 20, value=7.5, step=0.5, label="Guidance")
                     control_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="ControlNet scale")
                 with gr.Row():
                     sampler = gr.Dropdown(sorted(SAMPLERS), value="dpm++2m", label="Sampler")
                     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                     num_images = gr.Slider(1, MAX_IMAGES, value=2, step=1, label="Images")
-                compare = gr.Checkbox(label="Compare with SI2 alone (ControlNet scale 0, same noise)")
-                button = gr.Button("Generate", variant="primary")
+                compare = gr.Checkbox(label="Compare with SI2 alone (ControlNet scale 0, same noise)", elem_id="compare")
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
         with gr.Row():
-            results = gr.Gallery(label="With the ControlNet", format="png", columns=4)
-            baseline = gr.Gallery(label="SI2 alone, same noise", format="png", columns=4, visible=False)
+            results = gr.Gallery(label="With the ControlNet", format="png", columns=4, elem_id="results")
+            baseline = gr.Gallery(label="SI2 alone, same noise", format="png", columns=4, visible=False,
+                                  elem_id="baseline")
         if example is not None:
             gr.Examples([[str(example / "object.png"), str(example / "mask.png"), (example / "prompt.txt").read_text()
                           .strip()]], inputs=[photo, mask, prompt])
