@@ -1,5 +1,6 @@
 """The web app: its parts on the toy model, then a real server (python app.py in a subprocess, on
 127.0.0.1) driven through gradio_client and through a real headless Chromium."""
+import ast
 import os
 import shutil
 import socket
@@ -216,6 +217,32 @@ def test_bad_uploads_get_one_line_and_the_server_keeps_serving(server, tmp_path)
         images, _ = generate(api, num_images=1)
         assert sizes(images) == [(64, 64)], f"the server serves again after {upload}"
     assert server[0].poll() is None
+
+
+def readme_example(marker: str) -> str:
+    """The code block that follows `<!-- marker` in README.md."""
+    after_marker = (REPOSITORY / "README.md").read_text().split(f"<!-- {marker}")[1]
+    return after_marker.split("```")[1].split("\n", 1)[1]
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_runs(server):
+    code = readme_example("api-example-python").replace("http://127.0.0.1:7860/", server[1])
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    paths = ast.literal_eval(run.stdout.strip().splitlines()[-1])  # the example prints a list of file paths
+    assert [Image.open(path).size for path in paths] == [(64, 64)] * 4
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("curl") is None, reason="no curl on PATH")
+def test_the_readme_curl_example_runs(server, tmp_path):
+    script = (readme_example("api-example-curl").replace("http://127.0.0.1:7860", server[1].rstrip("/"))
+              .replace("weights/toy/example", str(TOY_EXAMPLE)))
+    run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "event: complete" in run.stdout
+    assert Image.open(tmp_path / "background.png").size == (64, 64)
 
 
 def peak_resident_bytes(pid: int) -> int:
