@@ -120,6 +120,16 @@ def test_requests_out_of_range_are_refused(service, field, value, message):
         service.generate(image, mask, "a wall", "", compare=False, **request)
 
 
+def test_the_device_serves_one_request_at_a_time(service):
+    from salient_outpaint.app.ui import build_app
+
+    app = build_app(service)
+    endpoints = [fn for fn in app.fns.values() if fn.api_name in ("mask", "generate")]
+    assert len(endpoints) == 2, "both named endpoints exist"
+    assert {fn.concurrency_id for fn in endpoints} == {"device"}, "one concurrency group shares the device"
+    assert {fn.concurrency_limit for fn in endpoints} == {"default"} and app._queue.default_concurrency_limit == 1
+
+
 # ---------------------------------------------------------------- a real server on 127.0.0.1
 
 def free_port() -> int:
