@@ -290,6 +290,7 @@ def test_four_clients_five_requests_each_all_complete(server):
     assert sorted(results) == [10 * index + request for index in range(4) for request in range(5)]
     assert all(result == [(64, 64)] * 2 for result in results.values())
     peak = peak_resident_bytes(process.pid)
+    print(f"server peak resident memory: {peak_before / 2 ** 30:.2f} GiB after 1 request, {peak / 2 ** 30:.2f} after 21")
     # The server holds torch, gradio and the 25 MB toy model (about 1.2 GB resident); requests run one at
     # a time at 64 px, so 20 of them may add buffers and cached files but not another model's worth.
     # 500 MB of growth and 3 GiB in all are generous; a copy of the models per request, or unbounded
