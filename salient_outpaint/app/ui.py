@@ -1,8 +1,8 @@
 """The page: upload -> mask overlay to correct -> prompt and settings -> results, SI2 alone beside them.
 
-Every event is also an HTTP endpoint (Gradio's API): "mask" (the object mask as the editor shows it)
-and "generate". Both share one concurrency group, so the device runs one request at a time and the
-rest wait in the queue. A request the app cannot serve raises gr.Error: one line in the page (or in
+The two events that use the models are also HTTP endpoints (Gradio's API): "mask" (the object mask
+as the page shows it) and "generate"; the rest only change the page. Both share one concurrency group,
+so the device runs one request at a time and the rest wait in the queue. A request the app cannot serve raises gr.Error: one line in the page (or in
 the API client's exception), never a stack trace, and the server goes on serving.
 """
 from __future__ import annotations
