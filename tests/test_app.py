@@ -23,6 +23,7 @@ from salient_outpaint.app.mask_editing import OVERLAY_RGBA, edited_mask, editor_
 from salient_outpaint.app.service import OutpaintService
 from salient_outpaint.app.uploads import check_upload, read_mask, read_photo
 from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, load_models
+from salient_outpaint.photo import outpaint_photo
 from salient_outpaint.pipeline import InputError, SamplingOptions
 
 gradio_client = pytest.importorskip("gradio_client", reason="the app's tests need the [app] extra (gradio)")
@@ -94,7 +95,8 @@ def test_compare_gives_si2_alone_on_the_same_noise(service):
     images, baseline = service.generate(image, mask, EXAMPLE_PROMPT, "", FAST, seed=3, num_images=1, compare=True)
     assert images.shape == baseline.shape == (1, 3, 64, 64)
     generator = torch.Generator().manual_seed(3)
-    si2 = service.pipeline(image, mask, EXAMPLE_PROMPT, "", 1, SamplingOptions(steps=2, control_scale=0.0), generator)
+    si2 = outpaint_photo(service.pipeline, image, mask, EXAMPLE_PROMPT, "", 1, SamplingOptions(steps=2, control_scale=0.0),
+                         generator)
     assert torch.allclose(baseline, si2, atol=1e-5), "the baseline is the pipeline at control scale 0, same seed"
     assert (images - baseline).abs().mean() > 0.01, "the ControlNet changes the result"
 
@@ -189,7 +191,7 @@ def sizes(gallery) -> list[tuple[int, int]]:
 
 
 @pytest.mark.slow
-def test_server_generates_from_the_bundled_example(server):
+def test_server_generates_from_the_bundled_example(server, tmp_path):
     api = client(server[1])
     images, baseline = generate(api, seed=5, num_images=2, compare=True)
     assert sizes(images) == sizes(baseline) == [(64, 64)] * 2
@@ -201,6 +203,18 @@ def test_server_generates_from_the_bundled_example(server):
     overlay = api.predict(photo=gradio_client.handle_file(str(TOY_EXAMPLE / "object.png")),
                           mask=gradio_client.handle_file(str(TOY_EXAMPLE / "mask.png")), api_name="/mask")
     assert Image.open(overlay["layers"][0]).size == (512, 512), "the mask endpoint returns the editor's overlay"
+
+    # A photo larger than the working size comes back at its own size, its object pixels its own.
+    cutout = tmp_path / "cutout.png"
+    rgba = np.zeros((240, 320, 4), dtype=np.uint8)
+    rgba[..., :3] = np.random.default_rng(0).integers(0, 256, (240, 320, 3))
+    rgba[60:180, 100:220, 3] = 255
+    Image.fromarray(rgba).save(cutout)
+    full_size, _ = generate(api, photo=cutout, mask=None, num_images=1)
+    result = np.asarray(Image.open(full_size[0]["image"]))
+    assert result.shape == (240, 320, 3)
+    core = (slice(80, 160), slice(120, 200))  # the object, away from the feathered rim
+    assert np.array_equal(result[core], rgba[core][..., :3])
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """What the web app and its HTTP API do, without the web: the models, loaded once, turn an upload
-into its object mask, and a mask + prompt into new backgrounds (with SI2 alone beside them on the
-same noise when asked). Every refusal is an InputError whose message is shown to the person."""
+into its object mask, and a mask + prompt into new backgrounds at the photo's full size (with SI2
+alone beside them on the same noise when asked). Every refusal is an InputError whose message is shown to the person."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..modules.models import Models
+from ..photo import outpaint_photo
 from ..pipeline import InputError, OutpaintPipeline, SamplingOptions, check_object_mask
 from .uploads import DEFAULT_MAX_PIXELS, read_mask, read_photo
 
@@ -37,7 +38,8 @@ class OutpaintService:
     def generate(self, image: torch.Tensor, mask: torch.Tensor, prompt: str, negative_prompt: str,
                  options: SamplingOptions, seed: int, num_images: int,
                  compare: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """-> (num_images, 3, H, W) in [-1, 1] with the ControlNet, and the same with SI2 alone
+        """-> (num_images, 3, H, W) in [-1, 1] at the photo's size with the ControlNet (generated at the
+        model's working size, the object's own pixels composited back), and the same with SI2 alone
         (control scale 0, same seed, so the same initial noise) when `compare`, else None."""
         check_request(options, seed, num_images)
         if not (mask >= 0.5).any():
@@ -46,8 +48,8 @@ class OutpaintService:
 
         def sample(control_scale: float) -> torch.Tensor:
             generator = torch.Generator().manual_seed(seed)
-            return self.pipeline(image, mask, prompt, negative_prompt, num_images,
-                                 dataclasses.replace(options, control_scale=control_scale), generator, progress=True)
+            return outpaint_photo(self.pipeline, image, mask, prompt, negative_prompt, num_images,
+                                  dataclasses.replace(options, control_scale=control_scale), generator, progress=True)
 
         images = sample(options.control_scale)
         return images, sample(0.0) if compare else None
