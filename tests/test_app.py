@@ -72,6 +72,15 @@ def test_a_photo_without_alpha_or_backdrop_asks_for_a_mask(service, tmp_path):
     assert image.shape == (3, 32, 48) and mask.sum() == 12 * 20
 
 
+def test_a_phone_photo_is_read_upright(service, tmp_path):
+    photo = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the camera was turned; viewers rotate the 40 x 20 pixels to 20 x 40
+    Image.new("RGB", (40, 20), (200, 30, 30)).save(photo, exif=exif)
+    image, _ = service.read(photo)
+    assert image.shape == (3, 40, 20)
+
+
 def test_mask_edits_change_only_the_pixels_painted_or_erased():
     mask = torch.zeros(1, 1000, 800)
     mask[:, 100:601, 200:401] = 1  # an edge that the display-size copy (512 x 410) cannot hold exactly
