@@ -1,8 +1,6 @@
 """The web app: its parts on the toy model, then a real server (python app.py in a subprocess, on
 127.0.0.1) driven through gradio_client and through a real headless Chromium."""
 import ast
-import io
-import json
 import os
 import shutil
 import socket
@@ -353,22 +351,6 @@ def test_a_browser_uploads_the_example_and_gets_images(server, tmp_path):
             assert natural_width == 64, "the gallery shows the full-size image"
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
 
-            # A brush stroke below the object reaches the server as painted pixels of the mask layer.
-            editor = page.locator("#editor").bounding_box()
-            centre_x, centre_y = editor["x"] + editor["width"] / 2, editor["y"] + editor["height"] / 2
-            page.mouse.move(centre_x - 100, centre_y + 100)
-            page.mouse.down()
-            page.mouse.move(centre_x - 40, centre_y + 100, steps=10)
-            page.mouse.up()
-            sync_api.expect(page.locator("#editor button[aria-label=Undo]")).to_be_enabled()  # the stroke is taken
-            with page.expect_request(lambda request: "queue/join" in request.url) as joined:
-                page.locator("#generate").click()
-            sent_layer = json.loads(joined.value.post_data)["data"][2]["layers"][0]
-            with urllib.request.urlopen(sent_layer["url"]) as response:
-                alpha = np.asarray(Image.open(io.BytesIO(response.read())))[..., 3]  # (512, 512), display size
-            stroke = alpha == 255  # the overlay sent is half-transparent; brush strokes are opaque
-            rows, columns = np.nonzero(stroke)
-            assert stroke.sum() > 500 and rows.min() > 256 and columns.max() < 256, "a stroke in the lower left"
         finally:
             browser.close()
     if os.environ.get("APP_SCREENSHOT"):
