@@ -350,7 +350,6 @@ def test_a_browser_uploads_the_example_and_gets_images(server, tmp_path):
             natural_width = results.first.evaluate("image => image.naturalWidth")
             assert natural_width == 64, "the gallery shows the full-size image"
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
-
         finally:
             browser.close()
     if os.environ.get("APP_SCREENSHOT"):
