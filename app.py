@@ -1,0 +1,62 @@
+"""A web page and HTTP API for painting new backgrounds around an object (needs `pip install -e ".[app]"`).
+
+  python app.py                                   # the shipped toy model, on http://127.0.0.1:7860
+  python app.py --host 0.0.0.0 --port 8080 \\
+      --checkpoint weights/stable-diffusion-2-inpainting --controlnet weights/photo-background-generation/controlnet
+
+The models load once, at start; requests queue and run one at a time. The same functions are an HTTP
+API: see README.md ("Web app and HTTP API") for a Python and a curl example.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from salient_outpaint.app.uploads import DEFAULT_MAX_PIXELS
+    from salient_outpaint.config import PRESETS
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on; 0.0.0.0 for every interface (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="(default: 7860)")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="architecture (default: toy without --checkpoint, else sd2-inpaint)")
+    parser.add_argument("--checkpoint", help="SI2 weights: an ldm file or a diffusers folder "
+                                             f"(default: the toy model in {TOY_WEIGHTS.relative_to(REPOSITORY)})")
+    parser.add_argument("--controlnet", help="ControlNet weights in any layout (default: the one in --checkpoint)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help=f"largest upload, in pixels (default: {DEFAULT_MAX_PIXELS:,})")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        from salient_outpaint.app.ui import build_app
+    except ImportError as error:
+        print(f"error: the app needs Gradio ({error}); install it with pip install -e \".[app]\"", file=sys.stderr)
+        return 2
+    from salient_outpaint.app.service import OutpaintService
+    from salient_outpaint.checkpoints import CheckpointError
+    from salient_outpaint.loading import load_models
+
+    try:
+        service = OutpaintService(load_models(args.checkpoint, args.controlnet, args.preset), args.device,
+                                  args.max_pixels)
+    except (CheckpointError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    app = build_app(service, example=None if args.checkpoint else TOY_EXAMPLE)
+    app.launch(server_name=args.host, server_port=args.port, max_file_size="200mb", ssr_mode=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""What the web app and its HTTP API do, without the web: the models, loaded once, turn an upload
+into its object mask, and a mask + prompt into new backgrounds at the photo's full size (with SI2
+alone beside them on the same noise when asked). Every refusal is an InputError whose message is shown to the person."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from ..modules.models import Models
+from ..photo import outpaint_photo
+from ..pipeline import InputError, OutpaintPipeline, SamplingOptions, check_object_mask
+from .uploads import DEFAULT_MAX_PIXELS, read_mask, read_photo
+
+MAX_IMAGES = 8  # per request: a queue serves one request at a time, so one request must not hold it for long
+MAX_STEPS = 150
+NO_OBJECT = ("no object: the mask is empty. Upload a photo with transparency or a plain backdrop, or the "
+             "object's mask (white = object), or paint the object in the mask editor")
+
+
+class OutpaintService:
+    def __init__(self, models: Models, device: torch.device | str = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS):
+        if models.controlnet is None:
+            raise ValueError("the app needs a ControlNet (it compares against SI2 alone by setting its scale to 0)")
+        self.pipeline = OutpaintPipeline(models, device)
+        self.max_pixels = max_pixels
+
+    def read(self, photo: str | Path, mask: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uploaded files -> image (3, H, W) in [-1, 1] and object mask (1, H, W) in [0, 1]: the uploaded
+        mask if given, else the photo's own (alpha, or the object on a plain backdrop), else all zeros
+        (nothing found: the person paints the object in the page's editor, or uploads its mask)."""
+        image, own_mask = read_photo(photo, self.max_pixels)
+        if mask is not None:
+            return image, read_mask(mask, image, self.max_pixels)
+        return image, own_mask if own_mask is not None else torch.zeros(1, *image.shape[-2:])
+
+    def generate(self, image: torch.Tensor, mask: torch.Tensor, prompt: str, negative_prompt: str,
+                 options: SamplingOptions, seed: int, num_images: int,
+                 compare: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> (num_images, 3, H, W) in [-1, 1] at the photo's size with the ControlNet (generated at the
+        model's working size, the object's own pixels composited back), and the same with SI2 alone
+        (control scale 0, same seed, so the same initial noise) when `compare`, else None."""
+        check_request(options, seed, num_images)
+        if not (mask >= 0.5).any():
+            raise InputError(NO_OBJECT)
+        check_object_mask(mask, image)  # a mask covering everything is refused before any model runs
+
+        def sample(control_scale: float) -> torch.Tensor:
+            generator = torch.Generator().manual_seed(seed)
+            return outpaint_photo(self.pipeline, image, mask, prompt, negative_prompt, num_images,
+                                  dataclasses.replace(options, control_scale=control_scale), generator, progress=True)
+
+        images = sample(options.control_scale)
+        return images, sample(0.0) if compare else None
+
+
+def check_request(options: SamplingOptions, seed: int, num_images: int) -> None:
+    if not 1 <= num_images <= MAX_IMAGES:
+        raise InputError(f"number of images must be between 1 and {MAX_IMAGES}, not {num_images}")
+    if not 1 <= options.steps <= MAX_STEPS:
+        raise InputError(f"steps must be between 1 and {MAX_STEPS}, not {options.steps}")
+    if not 0 <= seed < 2 ** 63:
+        raise InputError(f"the seed must be between 0 and 2^63 - 1, not {seed}")
+    if options.guidance < 0 or options.control_scale < 0:
+        raise InputError("guidance and ControlNet scale must not be negative")

@@ -1,0 +1,356 @@
+"""The web app: its parts on the toy model, then a real server (python app.py in a subprocess, on
+127.0.0.1) driven through gradio_client and through a real headless Chromium."""
+import ast
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from salient_outpaint.app.mask_editing import OVERLAY_RGBA, edited_mask, editor_value
+from salient_outpaint.app.service import OutpaintService
+from salient_outpaint.app.uploads import check_upload, read_mask, read_photo
+from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, load_models
+from salient_outpaint.photo import outpaint_photo
+from salient_outpaint.pipeline import InputError, SamplingOptions
+
+gradio_client = pytest.importorskip("gradio_client", reason="the app's tests need the [app] extra (gradio)")
+
+EXAMPLE_PROMPT = (TOY_EXAMPLE / "prompt.txt").read_text().strip()
+FAST = SamplingOptions(steps=2)  # few steps: these tests check plumbing, not pictures
+SERVER_MAX_PIXELS = 1_000_000  # small, so that a "too large" upload is cheap to make
+
+
+@pytest.fixture(scope="module")
+def service():
+    return OutpaintService(load_models())
+
+
+def example_inputs():
+    return read_photo(TOY_EXAMPLE / "object.png", 10_000)[0], read_mask(TOY_EXAMPLE / "mask.png",
+                                                                     torch.zeros(3, 64, 64), 10_000)
+
+
+def test_uploads_are_refused_from_their_header_when_too_large_or_not_images(tmp_path):
+    big = tmp_path / "big.png"
+    Image.new("RGB", (2000, 1000)).save(big)
+    with pytest.raises(InputError, match=r"2000 x 1000 = 2.0 megapixels; this server takes at most 1.0"):
+        check_upload(big, "photo", max_pixels=1_000_000)
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    with pytest.raises(InputError, match="the photo is not an image"):
+        check_upload(text, "photo", max_pixels=1_000_000)
+    with pytest.raises(InputError, match="the mask is 32 x 16 but the photo is 64 x 64"):
+        Image.new("L", (32, 16)).save(tmp_path / "small_mask.png")
+        read_mask(tmp_path / "small_mask.png", torch.zeros(3, 64, 64), 10_000)
+
+
+def test_a_photo_without_alpha_or_backdrop_asks_for_a_mask(service, tmp_path):
+    noisy = tmp_path / "noisy.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(noisy)
+    image, mask = service.read(noisy)
+    assert mask.shape == (1, 32, 32) and not mask.any(), "nothing found: an empty mask, for the brush"
+    with pytest.raises(InputError, match="no object: the mask is empty. Upload a photo with transparency"):
+        service.generate(image, mask, "a wall", "", FAST, 0, 1, False)
+    cutout = tmp_path / "cutout.png"
+    rgba = np.zeros((32, 48, 4), dtype=np.uint8)
+    rgba[8:20, 10:30] = (200, 100, 50, 255)
+    Image.fromarray(rgba).save(cutout)
+    image, mask = service.read(cutout)
+    assert image.shape == (3, 32, 48) and mask.sum() == 12 * 20
+
+
+def test_a_phone_photo_is_read_upright(service, tmp_path):
+    photo = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the camera was turned; viewers rotate the 40 x 20 pixels to 20 x 40
+    Image.new("RGB", (40, 20), (200, 30, 30)).save(photo, exif=exif)
+    image, _ = service.read(photo)
+    assert image.shape == (3, 40, 20)
+
+
+def test_mask_edits_change_only_the_pixels_painted_or_erased():
+    mask = torch.zeros(1, 1000, 800)
+    mask[:, 100:601, 200:401] = 1  # an edge that the display-size copy (512 x 410) cannot hold exactly
+    value = editor_value(torch.zeros(3, 1000, 800), mask)
+    layer = value["layers"][0]
+    assert layer.shape == (512, 410, 4) and value["background"].shape == (512, 410, 3)
+    assert torch.equal(edited_mask(mask, [layer]), mask), "an untouched overlay keeps the full-size mask exactly"
+    painted = layer.copy()
+    painted[400:450, 300:350] = OVERLAY_RGBA  # brush: a new object part, bottom right
+    painted[100:150, 120:160, 3] = 0  # eraser: a hole near the object's top
+    corrected = edited_mask(mask, [painted])
+    assert corrected[0, 800:860, 600:670].all() and corrected[0, 210:280, 250:300].sum() == 0
+    untouched = torch.ones_like(mask, dtype=torch.bool)
+    untouched[:, 180:300, 220:330] = untouched[:, 770:890, 570:700] = False
+    assert torch.equal(corrected[untouched], mask[untouched])
+
+
+@pytest.mark.slow  # seconds on an idle machine, tens when others share the cores
+def test_compare_gives_si2_alone_on_the_same_noise(service):
+    image, mask = example_inputs()
+    images, baseline = service.generate(image, mask, EXAMPLE_PROMPT, "", FAST, seed=3, num_images=1, compare=True)
+    assert images.shape == baseline.shape == (1, 3, 64, 64)
+    generator = torch.Generator().manual_seed(3)
+    si2 = outpaint_photo(service.pipeline, image, mask, EXAMPLE_PROMPT, "", 1, SamplingOptions(steps=2, control_scale=0.0),
+                         generator)
+    assert torch.allclose(baseline, si2, atol=1e-5), "the baseline is the pipeline at control scale 0, same seed"
+    assert (images - baseline).abs().mean() > 0.01, "the ControlNet changes the result"
+
+
+@pytest.mark.parametrize("mask_value, message", [(0.0, "no object: the mask is empty"), (1.0, "covers the whole image")])
+def test_empty_and_full_masks_are_refused(service, mask_value, message):
+    image, _ = example_inputs()
+    with pytest.raises(InputError, match=message):
+        service.generate(image, torch.full((1, 64, 64), mask_value), "a wall", "", FAST, 0, 1, False)
+
+
+@pytest.mark.parametrize("field, value, message", [("num_images", 9, "number of images must be between 1 and 8"),
+                                                   ("seed", -1, "the seed must be between"),
+                                                   ("steps", 0, "steps must be between")])
+def test_requests_out_of_range_are_refused(service, field, value, message):
+    image, mask = example_inputs()
+    request = {"options": FAST, "seed": 0, "num_images": 1}
+    if field == "steps":
+        request["options"] = SamplingOptions(steps=value)
+    else:
+        request[field] = value
+    with pytest.raises(InputError, match=message):
+        service.generate(image, mask, "a wall", "", compare=False, **request)
+
+
+def test_the_device_serves_one_request_at_a_time(service):
+    from salient_outpaint.app.ui import build_app
+
+    app = build_app(service)
+    endpoints = [fn for fn in app.fns.values() if fn.api_name in ("mask", "generate")]
+    assert len(endpoints) == 2, "both named endpoints exist"
+    assert {fn.concurrency_id for fn in endpoints} == {"device"}, "one concurrency group shares the device"
+    assert {fn.concurrency_limit for fn in endpoints} == {"default"} and app._queue.default_concurrency_limit == 1
+
+
+# ---------------------------------------------------------------- a real server on 127.0.0.1
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(log_path: Path) -> tuple[subprocess.Popen, str]:
+    """python app.py on a free port of 127.0.0.1 -> (process, url), once it answers HTTP."""
+    port = free_port()
+    log = open(log_path, "w")
+    server = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port),
+                               "--max-pixels", str(SERVER_MAX_PIXELS)], cwd=REPOSITORY, stdout=log,
+                              stderr=subprocess.STDOUT, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    log.close()
+    url = f"http://127.0.0.1:{port}/"
+    while server.poll() is None:
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+            return server, url
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.5)
+    raise RuntimeError(f"app.py exited with {server.returncode} before serving:\n{log_path.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("server") / "app.log"
+    process = None
+    try:
+        process, url = start_server(log_path)
+        yield process, url
+    finally:
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def client(url):
+    return gradio_client.Client(url, verbose=False, download_files=True)
+
+
+def generate(api, seed=0, num_images=2, compare=False, photo=TOY_EXAMPLE / "object.png",
+             mask=TOY_EXAMPLE / "mask.png"):
+    handle = gradio_client.handle_file
+    return api.predict(photo=handle(str(photo)), mask=handle(str(mask)) if mask else None, prompt=EXAMPLE_PROMPT,
+                       steps=2, seed=seed, num_images=num_images, compare=compare, api_name="/generate")
+
+
+def sizes(gallery) -> list[tuple[int, int]]:
+    return [Image.open(item["image"]).size for item in gallery]
+
+
+@pytest.mark.slow
+def test_server_generates_from_the_bundled_example(server, tmp_path):
+    api = client(server[1])
+    images, baseline = generate(api, seed=5, num_images=2, compare=True)
+    assert sizes(images) == sizes(baseline) == [(64, 64)] * 2
+    assert all(Path(item["image"]).suffix == ".png" for item in images + baseline), "downloads are lossless"
+    pixels = [np.asarray(Image.open(item["image"]), dtype=np.float32) for item in images + baseline]
+    assert np.abs(pixels[0] - pixels[2]).mean() > 1, "the ControlNet result differs from SI2 alone"
+    again, _ = generate(api, seed=5, num_images=2)
+    assert np.array_equal(np.asarray(Image.open(again[0]["image"])), pixels[0].astype(np.uint8)), "seeded"
+    overlay = api.predict(photo=gradio_client.handle_file(str(TOY_EXAMPLE / "object.png")),
+                          mask=gradio_client.handle_file(str(TOY_EXAMPLE / "mask.png")), api_name="/mask")
+    assert Image.open(overlay["layers"][0]).size == (512, 512), "the mask endpoint returns the editor's overlay"
+
+    # A photo larger than the working size comes back at its own size, its object pixels its own.
+    cutout = tmp_path / "cutout.png"
+    rgba = np.zeros((240, 320, 4), dtype=np.uint8)
+    rgba[..., :3] = np.random.default_rng(0).integers(0, 256, (240, 320, 3))
+    rgba[60:180, 100:220, 3] = 255
+    Image.fromarray(rgba).save(cutout)
+    full_size, _ = generate(api, photo=cutout, mask=None, num_images=1)
+    result = np.asarray(Image.open(full_size[0]["image"]))
+    assert result.shape == (240, 320, 3)
+    core = (slice(80, 160), slice(120, 200))  # the object, away from the feathered rim
+    assert np.array_equal(result[core], rgba[core][..., :3])
+
+
+@pytest.mark.slow
+def test_bad_uploads_get_one_line_and_the_server_keeps_serving(server, tmp_path):
+    api = client(server[1])
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    large = tmp_path / "large.png"
+    Image.new("RGB", (1001, 1000)).save(large)
+    empty, full, wrong_size = tmp_path / "empty.png", tmp_path / "full.png", tmp_path / "wrong.png"
+    Image.new("L", (64, 64), 0).save(empty)
+    Image.new("L", (64, 64), 255).save(full)
+    Image.new("L", (32, 64), 255).save(wrong_size)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a picture")
+    refusals = [({"photo": corrupt}, "the photo is not an image"),
+                ({"photo": large}, "1001 x 1000 = 1.0 megapixels; this server takes at most 1.0"),
+                ({"mask": empty}, "no object: the mask is empty"),
+                ({"mask": full}, "covers the whole image"),
+                ({"mask": wrong_size}, "the mask is 32 x 64 but the photo is 64 x 64"),
+                ({"photo": text}, "Invalid file type")]
+    for upload, message in refusals:
+        with pytest.raises(gradio_client.exceptions.AppError) as refused:
+            generate(api, num_images=1, **upload)
+        assert message in str(refused.value) and "\n" not in str(refused.value) and "Traceback" not in str(refused.value)
+        images, _ = generate(api, num_images=1)
+        assert sizes(images) == [(64, 64)], f"the server serves again after {upload}"
+    assert server[0].poll() is None
+
+
+def readme_example(marker: str) -> str:
+    """The code block that follows `<!-- marker` in README.md."""
+    after_marker = (REPOSITORY / "README.md").read_text().split(f"<!-- {marker}")[1]
+    return after_marker.split("```")[1].split("\n", 1)[1]
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_runs(server):
+    code = readme_example("api-example-python").replace("http://127.0.0.1:7860/", server[1])
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    paths = ast.literal_eval(run.stdout.strip().splitlines()[-1])  # the example prints a list of file paths
+    assert [Image.open(path).size for path in paths] == [(64, 64)] * 4
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("curl") is None, reason="no curl on PATH")
+def test_the_readme_curl_example_runs(server, tmp_path):
+    script = (readme_example("api-example-curl").replace("http://127.0.0.1:7860", server[1].rstrip("/"))
+              .replace("weights/toy/example", str(TOY_EXAMPLE)))
+    run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "event: complete" in run.stdout
+    assert Image.open(tmp_path / "background.png").size == (64, 64)
+
+
+def peak_resident_bytes(pid: int) -> int:
+    """VmHWM: the most resident memory the process has ever had."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/PID/status (not Linux?)")
+
+
+@pytest.mark.slow
+def test_four_clients_five_requests_each_all_complete(server):
+    process, url = server
+    generate(client(url), num_images=1)
+    peak_before = peak_resident_bytes(process.pid)
+    results, failures = {}, []
+
+    def one_client(index):
+        api = client(url)
+        for request in range(5):
+            try:
+                seed = 10 * index + request
+                results[seed] = sizes(generate(api, seed=seed, num_images=2)[0])
+            except Exception as error:  # collected, so that one failure does not hide the others
+                failures.append(f"client {index} request {request}: {error!r}")
+
+    threads = [threading.Thread(target=one_client, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    assert sorted(results) == [10 * index + request for index in range(4) for request in range(5)]
+    assert all(result == [(64, 64)] * 2 for result in results.values())
+    peak = peak_resident_bytes(process.pid)
+    print(f"server peak resident memory: {peak_before / 2 ** 30:.2f} GiB after 1 request, {peak / 2 ** 30:.2f} after 21")
+    # The server holds torch, gradio and the 25 MB toy model (about 1.2 GB resident); requests run one at
+    # a time at 64 px, so 20 of them may add buffers and cached files but not another model's worth.
+    # 500 MB of growth and 3 GiB in all are generous; a copy of the models per request, or unbounded
+    # per-request memory, would pass them.
+    assert peak - peak_before < 500e6, f"peak resident memory grew {(peak - peak_before) / 1e6:.0f} MB"
+    assert peak < 3 * 2 ** 30, f"peak resident memory {peak / 2 ** 30:.2f} GiB"
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
+def test_a_browser_uploads_the_example_and_gets_images(server, tmp_path):
+    """Set APP_SCREENSHOT=docs/images/app.png to refresh the README's screenshot."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (pip)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.set_default_timeout(180_000)  # generous: other jobs may share the 2 cores; these wait, not measure
+            sync_api.expect.set_options(timeout=180_000)
+            page.goto(server[1])
+            # The mask first: the photo alone would show "no object found" (its backdrop is not plain).
+            page.locator("#mask input[type=file]").set_input_files(str(TOY_EXAMPLE / "mask.png"))
+            page.locator("#photo input[type=file]").set_input_files(str(TOY_EXAMPLE / "object.png"))
+            page.locator("#prompt textarea").fill(EXAMPLE_PROMPT)
+            page.locator("#steps input[type=number]").fill("8")
+            page.locator("#compare input[type=checkbox]").check()
+            page.locator("#editor canvas").first.wait_for()
+            page.locator("#generate").click()
+            results, baseline = page.locator("#results img"), page.locator("#baseline img")
+            results.first.wait_for()
+            baseline.first.wait_for()
+            assert results.count() == baseline.count() == 2
+            natural_width = results.first.evaluate("image => image.naturalWidth")
+            assert natural_width == 64, "the gallery shows the full-size image"
+            page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+        finally:
+            browser.close()
+    if os.environ.get("APP_SCREENSHOT"):
+        shutil.copy(tmp_path / "app.png", REPOSITORY / os.environ["APP_SCREENSHOT"])
