@@ -1,34 +1,81 @@
 """Reading and writing state dicts. Pickled files are opened only with `weights_only=True`,
-so a checkpoint cannot run code on load."""
+so a checkpoint cannot run code on load. Reading is lazy (`open_state_dict`): the loader takes
+one tensor at a time, so a checkpoint is never held whole next to the networks it fills."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                      "U8": torch.uint8, "BOOL": torch.bool}
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message says what was found and what to do."""
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+class SafetensorsFile(Mapping):
+    """A .safetensors file's tensors, each read from disk only when asked for, straight into its own
+    memory. The format is an 8-byte little-endian header length, a JSON header naming each tensor's
+    dtype, shape and byte range, then the bytes. Reading with plain file reads (rather than through a
+    memory map) keeps the pages of tensors already converted out of the process's memory."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        size = path.stat().st_size
+        try:
+            with open(path, "rb") as file:
+                header_size = int.from_bytes(file.read(8), "little")
+                if header_size > size - 8:
+                    raise ValueError(f"its header claims {header_size} bytes of a {size}-byte file")
+                header = json.loads(file.read(header_size))
+            header.pop("__metadata__", None)
+            # key -> (dtype, shape, first byte, end byte), the bytes counted from the end of the header
+            self.entries = {key: (SAFETENSORS_DTYPES[entry["dtype"]], tuple(entry["shape"]),
+                                  *entry["data_offsets"]) for key, entry in header.items()}
+        except Exception as error:  # a damaged file fails in many ways: bad length, JSON, dtype, fields
+            raise CheckpointError(f"{path} is not a readable .safetensors file ({error!r})") from None
+        self.data_start = 8 + header_size
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        dtype, shape, start, end = self.entries[key]
+        data = torch.empty(end - start, dtype=torch.uint8)
+        with open(self.path, "rb") as file:
+            file.seek(self.data_start + start)
+            read = file.readinto(data.numpy())
+        if read != end - start:
+            raise CheckpointError(f"{self.path} is truncated: {key} lies past its end")
+        return data.view(dtype).reshape(shape)
+
+    def __contains__(self, key) -> bool:  # Mapping's own would read the tensor
+        return key in self.entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def open_state_dict(path: str | Path) -> Mapping[str, torch.Tensor]:
+    """A checkpoint's tensors by key, without holding the file in memory: a .safetensors file is read
+    one tensor at a time; a pickle is memory-mapped, so only the tensors asked for are ever read."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
-        try:
-            return load_file(str(path))
-        except Exception as error:  # safetensors raises its own error types for damaged headers
-            raise CheckpointError(f"{path} is not a readable .safetensors file ({error})") from None
+        return SafetensorsFile(path)
     if path.suffix in PICKLE_SUFFIXES:
         try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            loaded = load_pickle(path)
         except Exception as error:
             raise CheckpointError(f"{path} could not be read as a weights-only PyTorch checkpoint ({error})") from None
         # Lightning checkpoints (the original SD release) keep the weights under "state_dict".
@@ -38,6 +85,23 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         return {key: value for key, value in state_dict.items() if isinstance(value, torch.Tensor)}
     raise CheckpointError(f"{path}: unknown checkpoint type {path.suffix!r}; expected .safetensors, "
                           f"{', '.join(PICKLE_SUFFIXES)} or a diffusers folder")
+
+
+def load_pickle(path: Path):
+    """Weights-only, memory-mapped; files written before PyTorch 1.6's zip format cannot be mapped
+    and are read whole."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "zipfile" not in str(error):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint, in memory."""
+    tensors = open_state_dict(path)
+    return {key: tensors[key] for key in tensors}
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:

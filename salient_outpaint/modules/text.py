@@ -48,14 +48,14 @@ class TextEncoder(nn.Module):
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         self.transformer = Transformer(config)
         self.ln_final = nn.LayerNorm(config.width)
-        # Each token sees only itself and the tokens before it, as CLIP was trained.
-        mask = torch.full((config.context_length, config.context_length), float("-inf")).triu(1)
-        self.register_buffer("causal_mask", mask, persistent=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, 77) int64 -> context (B, 77, width)."""
         x = self.token_embedding(tokens) + self.positional_embedding
-        mask = self.causal_mask.to(x.dtype)
+        # Each token sees only itself and the tokens before it, as CLIP was trained. Made here rather
+        # than kept as a buffer: no checkpoint holds it, so a network loaded in place has it too.
+        length = tokens.shape[1]
+        mask = torch.full((length, length), float("-inf"), dtype=x.dtype, device=x.device).triu(1)
         for block in self.transformer.resblocks:
             x = block(x, mask)
         return self.ln_final(x)
