@@ -22,6 +22,7 @@ from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS
 
 def parse_args(argv=None) -> argparse.Namespace:
     from salient_outpaint.config import PRESETS
+    from salient_outpaint.precision import add_dtype_argument
     from salient_outpaint.sampling import SAMPLERS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-controlnet", action="store_true", help="sample with SI2 alone (the baseline)")
     parser.add_argument("--paste-back", action="store_true", help="paste the original object pixels back")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_dtype_argument(parser)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the networks (pays off over many "
+                                                               "steps; the first image waits for the compilation)")
     return parser.parse_args(argv)
 
 
@@ -79,11 +83,15 @@ def generate(args) -> int:
     from salient_outpaint.checkpoints import CheckpointError
     from salient_outpaint.data.images import make_grid, mask_as_image, save_image
     from salient_outpaint.loading import load_models
+    from salient_outpaint.modules.models import compile_models
     from salient_outpaint.pipeline import OutpaintPipeline, SamplingOptions
 
     try:
         image, mask, prompt = load_inputs(args)
-        models = load_models(args.checkpoint, args.controlnet, args.preset, with_controlnet=not args.no_controlnet)
+        models = load_models(args.checkpoint, args.controlnet, args.preset, with_controlnet=not args.no_controlnet,
+                             dtype=args.dtype, device=args.device)
+        if args.compile:
+            compile_models(models)
         pipeline = OutpaintPipeline(models, args.device)
         options = SamplingOptions(steps=args.steps, guidance=args.guidance, sampler=args.sampler, eta=args.eta,
                                   control_scale=0.0 if args.no_controlnet else args.control_scale,
