@@ -41,6 +41,7 @@ def test_loading_in_place_fills_every_tensor_like_loading_into_built_networks():
         torch.testing.assert_close(in_place.text_encoder(tokens), built.text_encoder(tokens), rtol=0, atol=0)
 
 
+@pytest.mark.filterwarnings("ignore:fp16 on a CPU")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_is_loaded_as_half_precision(dtype):
     models = load_models(dtype=dtype)

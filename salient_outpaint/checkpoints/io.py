@@ -4,6 +4,7 @@ one tensor at a time, so a checkpoint is never held whole next to the networks i
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -23,10 +24,14 @@ class CheckpointError(ValueError):
 
 
 class SafetensorsFile(Mapping):
-    """A .safetensors file's tensors, each read from disk only when asked for, straight into its own
-    memory. The format is an 8-byte little-endian header length, a JSON header naming each tensor's
-    dtype, shape and byte range, then the bytes. Reading with plain file reads (rather than through a
-    memory map) keeps the pages of tensors already converted out of the process's memory."""
+    """A .safetensors file's tensors, each mapped from the file only when asked for. The format is an
+    8-byte little-endian header length, a JSON header naming each tensor's dtype, shape and byte range,
+    then the bytes.
+
+    Each tensor gets a memory map of its own bytes (copy-on-write, so writing to it never touches the
+    file): a tensor used as it is stored costs no copy and no time until it is first read, and one
+    cast to another dtype lets its file pages go with the mapping as soon as the cast is made, so
+    loading a network in bf16 never holds its fp32 bytes at once."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -47,12 +52,17 @@ class SafetensorsFile(Mapping):
 
     def __getitem__(self, key: str) -> torch.Tensor:
         dtype, shape, start, end = self.entries[key]
-        data = torch.empty(end - start, dtype=torch.uint8)
-        with open(self.path, "rb") as file:
-            file.seek(self.data_start + start)
-            read = file.readinto(data.numpy())
-        if read != end - start:
-            raise CheckpointError(f"{self.path} is truncated: {key} lies past its end")
+        if end == start:
+            return torch.empty(shape, dtype=dtype)
+        offset = self.data_start + start
+        page_start = offset - offset % mmap.ALLOCATIONGRANULARITY  # maps begin on a page boundary
+        try:
+            with open(self.path, "rb") as file:
+                mapped = mmap.mmap(file.fileno(), offset + (end - start) - page_start, offset=page_start,
+                                   access=mmap.ACCESS_COPY)
+        except ValueError:  # the range runs past the end of the file
+            raise CheckpointError(f"{self.path} is truncated: {key} lies past its end") from None
+        data = torch.frombuffer(mapped, dtype=torch.uint8, count=end - start, offset=offset - page_start)
         return data.view(dtype).reshape(shape)
 
     def __contains__(self, key) -> bool:  # Mapping's own would read the tensor
@@ -66,8 +76,8 @@ class SafetensorsFile(Mapping):
 
 
 def open_state_dict(path: str | Path) -> Mapping[str, torch.Tensor]:
-    """A checkpoint's tensors by key, without holding the file in memory: a .safetensors file is read
-    one tensor at a time; a pickle is memory-mapped, so only the tensors asked for are ever read."""
+    """A checkpoint's tensors by key, without reading the file whole: each tensor is memory-mapped
+    (a pickle with torch.load(mmap=True)), so only the tensors asked for are ever read."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
