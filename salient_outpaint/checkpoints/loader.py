@@ -214,7 +214,9 @@ def save_checkpoint(models: Models, destination: str | Path, layout: str,
             our_keys = module.state_dict()
             key_map = (diffusers.hf_clip_map(our_keys) if component == "text_encoder"
                        else diffusers.identity_map(our_keys))
-            save_state_dict(to_foreign(our_keys, key_map), destination / component / diffusers.WEIGHT_FILES[0])
+            # transformers names its weight file differently from diffusers
+            name = "model.safetensors" if component == "text_encoder" else diffusers.WEIGHT_FILES[0]
+            save_state_dict(to_foreign(our_keys, key_map), destination / component / name)
     else:
         raise CheckpointError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     return destination
