@@ -67,6 +67,8 @@ class ControlNet(DiffusionEncoder):
         dtype = dtype or weight.dtype
         with torch.device("meta"):
             controlnet = cls(unet.config, config)
+        if weight.is_meta:  # the structure alone (models.empty_models): nothing to copy or initialise
+            return controlnet.to(dtype)
         for name in cls.OWN_LAYERS:
             own = getattr(controlnet, name).to_empty(device=weight.device)
             for layer in own.modules():

@@ -43,9 +43,14 @@ class TextEncoder(nn.Module):
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
         self.config = config
-        self.token_embedding = nn.Embedding(config.vocab_size, config.width)
-        self.positional_embedding = nn.Parameter(torch.randn(config.context_length, config.width) * 0.01)
-        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        self.token_embedding = nn.Embedding(config.vocab_size, config.width,
+                                            _weight=torch.empty(config.vocab_size, config.width))
+        self.positional_embedding = nn.Parameter(torch.empty(config.context_length, config.width))
+        # Built on the meta device to be loaded in place, there is nothing to draw (and normal_ there
+        # takes a reference path that imports torch._dynamo: seconds of loading for nothing).
+        if not self.positional_embedding.is_meta:
+            nn.init.normal_(self.token_embedding.weight, std=0.02)
+            nn.init.normal_(self.positional_embedding, std=0.01)
         self.transformer = Transformer(config)
         self.ln_final = nn.LayerNorm(config.width)
 
