@@ -185,6 +185,7 @@ def set_metrics(args, networks, folders, inputs, notes: list[str]) -> dict[str, 
 
 
 def evaluate(args) -> dict:
+    from salient_outpaint.data.manifest import read_manifest
     from salient_outpaint.evaluation import run
     from salient_outpaint.evaluation.report import summarise
 
@@ -198,7 +199,7 @@ def evaluate(args) -> dict:
     check_metric_options(args)
     folders = given_folders(args)
     manifest = Path(args.inputs) if args.inputs else run.write_toy_manifest(out / "inputs", args.toy)
-    inputs = run.read_manifest(manifest)
+    inputs = read_manifest(manifest)
     if args.generate:
         folders.update(generate_methods(args, inputs, out))  # the generator's networks are freed on return
 

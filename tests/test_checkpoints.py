@@ -10,6 +10,7 @@ from salient_outpaint.checkpoints.diffusers import controlnet_config_json
 from salient_outpaint.checkpoints.loader import LAYOUTS, ldm_maps
 from salient_outpaint.config import SD2_INPAINT, TOY
 from salient_outpaint.modules import build_models
+from tests.fixtures.planted import PlantedCode
 from tests.fixtures.tiny_config import TINY
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -61,6 +62,17 @@ def test_pickled_lightning_checkpoint_loads_with_weights_only(tmp_path):
     torch.save({"state_dict": read_state_dict(tmp_path / "m.safetensors"), "global_step": 5}, tmp_path / "m.ckpt")
     load_checkpoint(tmp_path / "m.ckpt", target)
     assert_same_weights(source, target, ["unet", "vae", "text_encoder", "controlnet"])
+
+
+def test_a_pickle_that_needs_code_is_refused_in_one_line_without_running_it(tmp_path):
+    marker = tmp_path / "code_ran"
+    torch.save({"state_dict": {"weight": torch.zeros(1)}, "callback": PlantedCode(marker)}, tmp_path / "m.ckpt")
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(tmp_path / "m.ckpt", build_models(TINY))
+    message = str(refused.value)
+    assert not marker.exists()
+    assert "cannot be loaded safely" in message and ".safetensors" in message and "\n" not in message
+    assert "weights_only" not in message  # never the advice to unpickle it anyway
 
 
 def test_ema_weights_are_used_when_present(tmp_path):

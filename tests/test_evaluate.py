@@ -10,10 +10,12 @@ import evaluate as evaluate_cli
 from salient_outpaint.checkpoints import save_checkpoint
 from salient_outpaint.config import TOY
 from salient_outpaint.data.images import load_mask, mask_as_image, save_image
+from salient_outpaint.data.manifest import read_manifest
 from salient_outpaint.data.masks import dilate
 from salient_outpaint.evaluation import clip_score, fid_inception, lpips, run
 from salient_outpaint.modules import build_models
 from salient_outpaint.pipeline import SamplingOptions
+from tests.fixtures.planted import PlantedCode
 
 SIZE = 32
 RED = torch.tensor([0.9, -0.9, -0.9])[:, None]
@@ -171,6 +173,27 @@ def test_weights_of_the_wrong_kind_are_a_one_line_error(tmp_path, capsys):
     assert error.startswith(f"error: cannot load {tmp_path / 'notes.txt'} as the FID Inception")
 
 
+@pytest.mark.parametrize("kind", ["random bytes", "text", "a list", "planted code"])
+def test_fid_weights_that_are_not_weights_give_one_line_naming_the_file(tmp_path, capsys, kind):
+    manifest = make_inputs(tmp_path)
+    folder = make_generated(manifest, tmp_path / "gen", grow=0)
+    weights, marker = tmp_path / "inception.pth", tmp_path / "code_ran"
+    if kind == "random bytes":
+        weights.write_bytes(torch.randint(0, 256, (5000,), generator=torch.Generator().manual_seed(0),
+                                          dtype=torch.uint8).numpy().tobytes())
+    elif kind == "text":
+        weights.write_text("hello\n")
+    else:
+        torch.save([1, 2] if kind == "a list" else {"weight": PlantedCode(marker)}, weights)
+    error = error_of(capsys, ["--inputs", str(manifest), "--generated", f"x={folder}", "--segmenter", "colour",
+                              "--out", str(tmp_path / "r"), "--fid-weights", str(weights)])
+    assert error.startswith(f"error: cannot load {weights} as the FID Inception")  # the last line: a
+    # multi-line message would end elsewhere
+    assert "weights_only" not in error and "Traceback" not in error
+    if kind == "planted code":
+        assert not marker.exists() and "cannot be loaded safely" in error and ".safetensors" in error
+
+
 def test_own_images_need_sam_unless_the_colour_segmenter_is_asked_for(tmp_path, capsys):
     manifest = make_inputs(tmp_path)
     folder = make_generated(manifest, tmp_path / "gen", grow=0)
@@ -190,7 +213,7 @@ def test_two_folders_of_one_name_are_refused(tmp_path, capsys):
 
 def test_regenerating_fewer_samples_removes_the_stale_ones(tmp_path):
     manifest = make_inputs(tmp_path, count=1)
-    inputs = run.read_manifest(manifest)
+    inputs = read_manifest(manifest)
 
     def pipeline(image, mask, prompt, num_images, options, generator):
         return torch.zeros(num_images, *image.shape)

@@ -128,7 +128,7 @@ def cli(folder, toy_folder, *extra):
 
 def test_sample_cli_writes_images_and_a_grid(tmp_path, toy_folder):
     assert cli(tmp_path, toy_folder) == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["grid.png", "image_00.png", "image_01.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["object_0.png", "object_1.png", "object_grid.png"]
 
 
 def test_sample_cli_control_scale_zero_equals_no_controlnet(tmp_path, toy_folder):
@@ -136,8 +136,8 @@ def test_sample_cli_control_scale_zero_equals_no_controlnet(tmp_path, toy_folder
     (tmp_path / "b").mkdir()
     assert cli(tmp_path / "a", toy_folder, "--control-scale", "0") == 0
     assert cli(tmp_path / "b", toy_folder, "--no-controlnet") == 0
-    first = Image.open(tmp_path / "a" / "out" / "image_00.png").tobytes()
-    assert first == Image.open(tmp_path / "b" / "out" / "image_00.png").tobytes()
+    first = Image.open(tmp_path / "a" / "out" / "object_0.png").tobytes()
+    assert first == Image.open(tmp_path / "b" / "out" / "object_0.png").tobytes()
 
 
 def error_line(capsys) -> str:
@@ -147,17 +147,25 @@ def error_line(capsys) -> str:
     return err[-1]
 
 
+def failure_lines(capsys) -> str:
+    """An input that fails is reported on its own line, and the batch ends with a count of the failures."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: 1 of 1 inputs failed")
+    return "\n".join(line for line in err.splitlines() if line.startswith("error: "))
+
+
 def test_sample_cli_missing_image(tmp_path, toy_folder, capsys):
     code = sample_cli.main(["--image", str(tmp_path / "nope.png"), "--prompt", "x", "--checkpoint", str(toy_folder),
-                            "--preset", "toy"])
+                            "--preset", "toy", "--out", str(tmp_path / "out")])
     assert code == 2 and "does not exist" in error_line(capsys)
 
 
 def test_sample_cli_unreadable_image(tmp_path, toy_folder, capsys):
     (tmp_path / "broken.png").write_bytes(b"not a png at all")
     code = sample_cli.main(["--image", str(tmp_path / "broken.png"), "--mask", str(tmp_path / "broken.png"),
-                            "--prompt", "x", "--checkpoint", str(toy_folder), "--preset", "toy"])
-    assert code == 2 and "cannot read the image" in error_line(capsys)
+                            "--prompt", "x", "--checkpoint", str(toy_folder), "--preset", "toy",
+                            "--out", str(tmp_path / "out")])
+    assert code == 1 and "cannot read the image" in failure_lines(capsys)
 
 
 def test_sample_cli_mask_of_another_size(tmp_path, toy_folder, capsys):
@@ -166,20 +174,21 @@ def test_sample_cli_mask_of_another_size(tmp_path, toy_folder, capsys):
     _, mask = write_inputs(tmp_path / "small", image_size=(32, 32), mask_size=(32, 32))
     code = sample_cli.main(["--image", str(image), "--mask", str(mask), "--prompt", "x", "--checkpoint",
                             str(toy_folder), "--preset", "toy", "--out", str(tmp_path / "out")])
-    assert code == 2 and "give a mask of the image's size" in error_line(capsys)
+    assert code == 1 and "give a mask of the image's size" in failure_lines(capsys)
 
 
 def test_sample_cli_rgb_without_mask_or_plain_backdrop(tmp_path, toy_folder, capsys):
     noisy = Image.fromarray((torch.rand(32, 32, 3) * 255).to(torch.uint8).numpy())
     noisy.save(tmp_path / "photo.png")
     code = sample_cli.main(["--image", str(tmp_path / "photo.png"), "--prompt", "x", "--checkpoint", str(toy_folder),
-                            "--preset", "toy"])
-    assert code == 2 and "--mask" in error_line(capsys)
+                            "--preset", "toy", "--out", str(tmp_path / "out")])
+    assert code == 1 and "--mask" in failure_lines(capsys)
 
 
 def test_sample_cli_missing_prompt(tmp_path, toy_folder, capsys):
     image, mask = write_inputs(tmp_path)
-    code = sample_cli.main(["--image", str(image), "--mask", str(mask), "--checkpoint", str(toy_folder)])
+    code = sample_cli.main(["--image", str(image), "--mask", str(mask), "--checkpoint", str(toy_folder),
+                            "--out", str(tmp_path / "out")])
     assert code == 2 and "--prompt" in error_line(capsys)
 
 
@@ -204,7 +213,7 @@ def test_sample_cli_without_controlnet_weights_says_what_to_pass(tmp_path, capsy
     folder = save_checkpoint(build_models(TOY, with_controlnet=False), tmp_path / "weights", "diffusers")
     image, mask = write_inputs(tmp_path)
     code = sample_cli.main(["--image", str(image), "--mask", str(mask), "--prompt", "x", "--checkpoint", str(folder),
-                            "--preset", "toy"])
+                            "--preset", "toy", "--out", str(tmp_path / "out")])
     assert code == 2 and "--no-controlnet" in error_line(capsys)
 
 
@@ -237,4 +246,5 @@ def test_sample_cli_reads_the_mask_from_alpha_or_a_plain_backdrop(tmp_path, toy_
         assert sample_cli.main(["--image", str(tmp_path / name), "--prompt", "a red square", "--steps", "1",
                                 "--num-images", "1", "--checkpoint", str(toy_folder), "--preset", "toy",
                                 "--out", str(tmp_path / name.split(".")[0])]) == 0
-        assert Image.open(tmp_path / name.split(".")[0] / "image_00.png").size == (64, 48)
+        stem = name.split(".")[0]
+        assert Image.open(tmp_path / stem / f"{stem}_0.png").size == (64, 48)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import pickle
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -81,13 +82,10 @@ def open_state_dict(path: str | Path) -> Mapping[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or is_safetensors(path):
         return SafetensorsFile(path)
     if path.suffix in PICKLE_SUFFIXES:
-        try:
-            loaded = load_pickle(path)
-        except Exception as error:
-            raise CheckpointError(f"{path} could not be read as a weights-only PyTorch checkpoint ({error})") from None
+        loaded = load_pickled_tensors(path)
         # Lightning checkpoints (the original SD release) keep the weights under "state_dict".
         state_dict = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
         if not isinstance(state_dict, dict):
@@ -97,9 +95,22 @@ def open_state_dict(path: str | Path) -> Mapping[str, torch.Tensor]:
                           f"{', '.join(PICKLE_SUFFIXES)} or a diffusers folder")
 
 
-def load_pickle(path: Path):
-    """Weights-only, memory-mapped; files written before PyTorch 1.6's zip format cannot be mapped
-    and are read whole."""
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint, in memory."""
+    tensors = open_state_dict(path)
+    return {key: tensors[key] for key in tensors}
+
+
+def is_safetensors(path: Path) -> bool:
+    """Sniff the format: a safetensors file starts with its JSON header's length (8 bytes) and then '{'."""
+    with open(path, "rb") as file:
+        start = file.read(9)
+    return len(start) == 9 and start[8:9] == b"{" and int.from_bytes(start[:8], "little") < path.stat().st_size
+
+
+def load_mapped(path: str | Path):
+    """torch.load, weights only and memory-mapped (only the tensors used are ever read); files written
+    before PyTorch 1.6's zip format cannot be mapped and are read whole."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as error:
@@ -108,10 +119,24 @@ def load_pickle(path: Path):
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a checkpoint, in memory."""
-    tensors = open_state_dict(path)
-    return {key: tensors[key] for key in tensors}
+def load_pickled_tensors(path: str | Path):
+    """torch.load with weights_only=True: tensors and plain containers, never code. Every failure is one
+    line that says what the file is; a file that needs code to unpickle is refused without the advice,
+    in torch's own message, to load it unsafely."""
+    try:
+        return load_mapped(path)
+    except pickle.UnpicklingError as error:
+        if str(error).startswith("Weights only load failed"):
+            raise CheckpointError(
+                f"{path} holds Python code or objects besides tensors, so it cannot be loaded safely; if you "
+                "trust its source, convert it to .safetensors (its tensors only) in an environment you trust "
+                "and pass that file") from None
+        reason = error
+    except Exception as error:  # a damaged zip, random bytes, a text file: each fails its own way
+        reason = error
+    first_line = str(reason).strip().splitlines()[0][:160] if str(reason).strip() else ""
+    raise CheckpointError(f"{path} is not a PyTorch weights file, or a damaged one "
+                          f"({type(reason).__name__}{': ' + first_line if first_line else ''})") from None
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:

@@ -1,15 +1,25 @@
-"""Image files <-> tensors. Images are (3, H, W) in [-1, 1]; masks (1, H, W) in [0, 1]."""
+"""Image files <-> tensors. Images are (3, H, W) in [-1, 1]; masks (1, H, W) in [0, 1].
+
+Files are read as an image viewer shows them: the EXIF orientation of a phone photo is applied,
+an animated file gives its first frame, 16-bit and float pixels are scaled to their own range.
+"""
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+# Single-channel modes whose pixels are not bytes, and the value that stands for white in each.
+# Pillow reads a 16-bit greyscale PNG or TIFF as I;16 (or I), a float TIFF as F (white = 1.0).
+WHITE_OF_DEEP_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 def images_in(folder: Path) -> list[Path]:
@@ -19,43 +29,65 @@ def images_in(folder: Path) -> list[Path]:
 
 
 def open_image(path: str | Path, what: str) -> Image.Image:
+    """The picture in an image file as a viewer shows it: the first frame, turned upright by its EXIF
+    orientation. The file is closed on return."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"the {what} {path} does not exist")
     try:
-        image = Image.open(path)
-        image.load()
-    except (UnidentifiedImageError, OSError) as error:
+        with Image.open(path) as file:
+            frames = getattr(file, "n_frames", 1)
+            file.load()  # the first frame: a file opens on it
+            image = ImageOps.exif_transpose(file)  # a new, upright image (a plain copy without EXIF orientation)
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot read the {what} {path}: not an image file, or a damaged one ({error})") from None
+    if frames > 1:
+        warnings.warn(f"the {what} {path} has {frames} frames; using the first", stacklevel=3)
     return image
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL image -> (C, H, W) float in [0, 1]."""
-    array = np.asarray(image, dtype=np.float32) / 255.0
+    """PIL image -> (C, H, W) float in [0, 1]; 16-bit and float pixels are scaled by their own white."""
+    white = WHITE_OF_DEEP_MODES.get(image.mode, 255)
+    array = np.asarray(image).astype(np.float32) / np.float32(white)
     if array.ndim == 2:
         array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+    return torch.from_numpy(array).permute(2, 0, 1).clamp(0, 1)
+
+
+def rgb_of(image: Image.Image) -> torch.Tensor:
+    """(3, H, W) in [0, 1] of any mode: greyscale (8, 16 bit, float) is repeated, palette and CMYK
+    converted, transparency dropped."""
+    if image.mode in WHITE_OF_DEEP_MODES:
+        return to_tensor(image).expand(3, -1, -1).contiguous()
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # Pillow warns when a palette with transparency goes straight to RGB
+    return to_tensor(image.convert("RGB"))
+
+
+def has_alpha(image: Image.Image) -> bool:
+    return image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info)
 
 
 def load_image(path: str | Path) -> torch.Tensor:
     """Any image file -> (3, H, W) in [-1, 1] (transparency is dropped)."""
-    return to_tensor(open_image(path, "image").convert("RGB")) * 2 - 1
+    return rgb_of(open_image(path, "image")) * 2 - 1
 
 
 def load_mask(path: str | Path) -> torch.Tensor:
     """A mask file (white = object) -> (1, H, W) in [0, 1]; not binarised here."""
-    return to_tensor(open_image(path, "mask").convert("L"))
+    mask = open_image(path, "mask")
+    return to_tensor(mask if mask.mode in WHITE_OF_DEEP_MODES else mask.convert("L"))
 
 
 def load_rgba_as_image_and_mask(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     """A cut-out: RGBA, alpha = object. An RGB image without alpha is taken to be the object on a
     plain backdrop, the backdrop being the colour of its corners."""
     image = open_image(path, "image")
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+    if has_alpha(image):
         rgba = to_tensor(image.convert("RGBA"))
         return rgba[:3] * 2 - 1, rgba[3:]
-    rgb = to_tensor(image.convert("RGB"))
+    rgb = rgb_of(image)
     corners = torch.stack([rgb[:, 0, 0], rgb[:, 0, -1], rgb[:, -1, 0], rgb[:, -1, -1]])  # (4, 3)
     backdrop = corners.median(dim=0).values
     if (corners - backdrop).abs().max() > 0.05:
@@ -75,8 +107,12 @@ def mask_as_image(mask: torch.Tensor) -> torch.Tensor:
 
 
 def save_image(image: torch.Tensor, path: str | Path) -> None:
-    """(3, H, W) in [-1, 1] -> PNG."""
-    Image.fromarray(to_uint8(image.cpu()).permute(1, 2, 0).numpy()).save(path)
+    """(3, H, W) in [-1, 1] -> PNG. Written whole or not at all: a crash mid-write leaves no half file
+    that a resumed run would take for a finished one."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")  # hidden: images_in passes over it
+    Image.fromarray(to_uint8(image.cpu()).permute(1, 2, 0).numpy()).save(partial, format="PNG")
+    os.replace(partial, path)
 
 
 def resize_shorter_side(images: torch.Tensor, size: int, mode: str) -> torch.Tensor:

@@ -12,13 +12,39 @@ def binarize(mask: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     return (mask >= threshold).to(torch.float32)
 
 
+def window_max(values: torch.Tensor, radius: int) -> torch.Tensor:
+    """Maximum over [i - radius, i + radius] along the last dim, for values >= 0 (the ends are padded
+    with 0, so they never win). Doubling windows make it log2(radius) passes rather than 2 radius + 1
+    comparisons per pixel: a feather 70 pixels wide on a 3000x2000 photo takes a fraction of a second."""
+    window = 2 * radius + 1
+    table = F.pad(values, (radius, radius))  # (..., L + 2r); table[i] = max of [i, i + span)
+    span = 1
+    while 2 * span <= window:
+        table = torch.maximum(table[..., :-span], table[..., span:])
+        span *= 2
+    length = values.shape[-1]
+    return torch.maximum(table[..., :length], table[..., window - span:window - span + length])
+
+
+def window_mean(values: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over [i - radius, i + radius] along the last dim, of the values inside: differences of a
+    running sum, so the cost does not grow with the radius."""
+    length, window = values.shape[-1], 2 * radius + 1
+
+    def running_sum(row: torch.Tensor) -> torch.Tensor:  # (..., L) -> (..., L + 2r + 1), r leading zeros
+        sums = F.pad(row.double(), (radius + 1, 0)).cumsum(-1)
+        return torch.cat([sums, sums[..., -1:].expand(*sums.shape[:-1], radius)], dim=-1)  # then the total
+
+    sums, counts = running_sum(values), running_sum(torch.ones(length))
+    return ((sums[..., window:] - sums[..., :-window]) / (counts[window:] - counts[:-window])).to(values.dtype)
+
+
 def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
-    """Grow a (..., H, W) binary mask by `pixels` (square neighbourhood)."""
+    """Grow a (..., H, W) mask in [0, 1] by `pixels` (square neighbourhood: rows, then columns)."""
     if pixels <= 0:
         return mask
-    shape = mask.shape
-    flat = mask.reshape(-1, 1, *shape[-2:]).float()
-    return F.max_pool2d(flat, 2 * pixels + 1, stride=1, padding=pixels).reshape(shape)
+    grown = window_max(mask.float(), pixels)
+    return window_max(grown.transpose(-1, -2), pixels).transpose(-1, -2)
 
 
 def erode(mask: torch.Tensor, pixels: int) -> torch.Tensor:
@@ -58,14 +84,16 @@ def feathered_paste(generated: torch.Tensor, original: torch.Tensor, object_mask
                     feather: int) -> torch.Tensor:
     """Put the original object pixels back onto generated images.
 
-    generated (N, 3, H, W), original (1, 3, H, W), object_mask (1, 1, H, W). Inside the object,
-    `feather` pixels from its edge, the original is kept exactly; over the last `feather` pixels
-    the two blend, so that the VAE's slightly different rendition of the edge does not show a seam.
+    generated (N, 3, H, W), original (1, 3, H, W), object_mask (1, 1, H, W) in [0, 1]. Inside the
+    object, `feather` pixels from its edge, the original is kept exactly; over the last `feather`
+    pixels the two blend, so that the VAE's slightly different rendition of the edge does not show a
+    seam. A soft mask stays soft: the original's weight never exceeds the mask.
     """
     if feather <= 0:
         weight = object_mask
     else:
         core = erode(object_mask, feather)
-        weight = F.avg_pool2d(core, 2 * feather + 1, stride=1, padding=feather, count_include_pad=False)
+        weight = window_mean(core, feather)  # a box blur: rows, then columns
+        weight = window_mean(weight.transpose(-1, -2), feather).transpose(-1, -2)
         weight = torch.maximum(weight, core) * object_mask
     return weight * original + (1 - weight) * generated

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.inception import Inception3, InceptionA, InceptionC, InceptionE
 
+from ..checkpoints.io import read_state_dict
+
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_INPUT_SIZE = 299
 FID_FEATURE_DIM = 2048
@@ -101,5 +103,5 @@ def load_fid_inception(weights_path: str | Path, device: str | torch.device = "c
         raise FileNotFoundError(f"no FID Inception weights at {weights_path}; download {FID_WEIGHTS_NAME} "
                                 "from the pytorch-fid GitHub releases (fid_weights) and pass its path")
     network = FIDInceptionV3()
-    network.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    network.load_state_dict(read_state_dict(weights_path))
     return network.to(device).eval()

@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from ..checkpoints.io import read_state_dict
+
 
 @dataclass(frozen=True)
 class Backbone:
@@ -120,8 +122,7 @@ def read_weights(path: str | Path, what: str, expected_file: str) -> dict[str, t
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no {what} weights at {path}; pass the path of {expected_file}")
-    # The lpips package saved its files from a GPU: map to the CPU so they load anywhere.
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return read_state_dict(path)  # mapped to the CPU: the lpips package saved its files from a GPU
 
 
 @torch.no_grad()

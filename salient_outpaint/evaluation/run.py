@@ -1,14 +1,5 @@
-"""What evaluate.py does, as functions: read the inputs, (generate,) measure every image, summarise.
-
-A manifest is a JSONL file, one input per line:
-
-    {"id": "0001", "image": "0001.png", "mask": "0001_mask.png",
-     "prompt": "a bottle on a marble table", "category": "kitchen"}
-
-`image`, `mask` (white = object) and `prompt` are required; paths are relative to the manifest's
-folder. `id` defaults to the line number, `category` (e.g. the COCO supercategory) to "all". Toy
-scenes also carry `background`, the toy background the prompt asks for, which enables the toy
-world's prompt-following measure.
+"""What evaluate.py does, as functions: read the inputs (a manifest, see data/manifest.py), (generate,)
+measure every image, summarise.
 
 The generated images of one method live in one folder, named `<id>_<k>.png` for the k-th sample
 (k = 0, 1, ...) of an input, at the input's size.
@@ -19,72 +10,18 @@ import json
 import pickle
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from ..checkpoints.io import CheckpointError
 from ..data.images import IMAGE_SUFFIXES, images_in, load_image, load_mask, mask_as_image, save_image
-from ..data.synthetic import BACKGROUNDS, ToyWorldDataset, background_signatures, classify_background
+from ..data.manifest import ManifestInput
+from ..data.synthetic import ToyWorldDataset, background_signatures, classify_background
 from .expansion import object_expansion
 from .report import markdown_category_table, markdown_table
 from .segmenters import Segmenter
-
-REQUIRED_FIELDS = ("image", "mask", "prompt")
-
-
-@dataclass(frozen=True)
-class EvaluationInput:
-    id: str
-    image: Path
-    mask: Path
-    prompt: str
-    category: str = "all"
-    background: str | None = None  # toy scenes: the background the prompt asks for
-
-
-def read_manifest(path: str | Path) -> list[EvaluationInput]:
-    """Every input of a manifest, checked: fields present, ids unique, image and mask files there."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"the manifest {path} does not exist")
-    inputs, lines_of_ids = [], {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path} line {number}"
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{where} is not JSON: {error.msg}") from None
-        if not isinstance(entry, dict):
-            raise ValueError(f"{where} is not a JSON object; each line is one {{\"image\": ..., \"mask\": ..., "
-                             f"\"prompt\": ...}}")
-        missing = [field for field in REQUIRED_FIELDS if field not in entry]
-        if missing:
-            raise ValueError(f"{where} lacks {', '.join(missing)}; each line needs "
-                             f"{', '.join(REQUIRED_FIELDS)} (and optionally id, category)")
-        item = EvaluationInput(id=str(entry.get("id", number)), image=path.parent / entry["image"],
-                               mask=path.parent / entry["mask"], prompt=str(entry["prompt"]),
-                               category=str(entry.get("category", "all")), background=entry.get("background"))
-        if not re.fullmatch(r"[\w.\-]+", item.id):
-            raise ValueError(f"{where}: the id {item.id!r} names files, so it may hold only letters, digits, "
-                             f"'_', '-' and '.'")
-        if item.id in lines_of_ids:
-            raise ValueError(f"{where} repeats the id {item.id!r} of line {lines_of_ids[item.id]}; ids must be unique")
-        if item.background is not None and item.background not in BACKGROUNDS:
-            raise ValueError(f"{where}: background {item.background!r} is not a toy background "
-                             f"({', '.join(BACKGROUNDS)})")
-        for field in ("image", "mask"):
-            if not getattr(item, field).is_file():
-                raise FileNotFoundError(f"{where}: the {field} {getattr(item, field)} does not exist")
-        lines_of_ids[item.id] = number
-        inputs.append(item)
-    if not inputs:
-        raise ValueError(f"the manifest {path} holds no inputs")
-    return inputs
-
 
 def write_toy_manifest(folder: str | Path, count: int, size: int = 64, seed: int = 0) -> Path:
     """`count` held-out toy scenes as PNGs plus their manifest. The prompt is the scene's caption; the
@@ -120,7 +57,7 @@ def sample_files(folder: Path, input_id: str) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def generated_samples(folder: Path, item: EvaluationInput) -> list[Path]:
+def generated_samples(folder: Path, item: ManifestInput) -> list[Path]:
     samples = [path for _, path in sample_files(folder, item.id)]
     if not samples:
         raise FileNotFoundError(f"no generated image for input {item.id!r} in {folder} "
@@ -128,7 +65,7 @@ def generated_samples(folder: Path, item: EvaluationInput) -> list[Path]:
     return samples
 
 
-def load_samples(folder: Path, item: EvaluationInput) -> torch.Tensor:
+def load_samples(folder: Path, item: ManifestInput) -> torch.Tensor:
     """(K, 3, H, W) in [-1, 1]: every generated image of one input."""
     samples = [load_image(path) for path in generated_samples(folder, item)]
     sizes = {tuple(sample.shape[-2:]) for sample in samples}
@@ -137,11 +74,13 @@ def load_samples(folder: Path, item: EvaluationInput) -> torch.Tensor:
     return torch.stack(samples)
 
 
-def generate(pipeline, inputs: Sequence[EvaluationInput], folder: Path, num_images: int, options,
+def generate(pipeline, inputs: Sequence[ManifestInput], folder: Path, num_images: int, options,
              seed: int) -> None:
     """Write num_images samples per input. Input i draws its noise from seed + i, so every method
     sees the same noise. Samples beyond num_images left from an earlier run are removed, so that
-    they are not measured with the new ones."""
+    they are not measured with the new ones. The images are the pipeline's raw output at the input's
+    size, as the paper measured them: not photo.outpaint_photo's, whose pasted-back object would hide
+    what the model did to it."""
     from ..pipeline import InputError
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -158,7 +97,7 @@ def generate(pipeline, inputs: Sequence[EvaluationInput], folder: Path, num_imag
                 stale.unlink()
 
 
-def object_mask_of(item: EvaluationInput) -> torch.Tensor:
+def object_mask_of(item: ManifestInput) -> torch.Tensor:
     object_mask = load_mask(item.mask)[0] >= 0.5  # (H, W) bool
     if not object_mask.any():
         raise ValueError(f"the mask of input {item.id!r}, {item.mask}, is empty (white = object)")
@@ -166,7 +105,7 @@ def object_mask_of(item: EvaluationInput) -> torch.Tensor:
 
 
 @torch.no_grad()
-def image_records(method: str, folder: Path, inputs: Sequence[EvaluationInput], segmenter: Segmenter,
+def image_records(method: str, folder: Path, inputs: Sequence[ManifestInput], segmenter: Segmenter,
                   clip_embedder=None, device: str | torch.device = "cpu") -> list[dict]:
     """One record per generated image of a method:
 
@@ -221,7 +160,7 @@ def image_files(folder: str | Path) -> list[Path]:
     return files
 
 
-def fid_per_method(folders: Mapping[str, Path], inputs: Sequence[EvaluationInput], inception,
+def fid_per_method(folders: Mapping[str, Path], inputs: Sequence[ManifestInput], inception,
                    real_images: Sequence[Path], device: str | torch.device = "cpu") -> dict[str, float]:
     """FID of each method's images against the real images (Inception features, see fid.py)."""
     from .fid import extract_features, fid_from_features
@@ -235,7 +174,7 @@ def fid_per_method(folders: Mapping[str, Path], inputs: Sequence[EvaluationInput
     return results
 
 
-def lpips_diversity_per_method(folders: Mapping[str, Path], inputs: Sequence[EvaluationInput], lpips,
+def lpips_diversity_per_method(folders: Mapping[str, Path], inputs: Sequence[ManifestInput], lpips,
                                device: str | torch.device = "cpu") -> dict[str, float]:
     """Mean over inputs of the mean LPIPS between an input's samples; inputs with one sample are left out."""
     from .lpips import pairwise_diversity
@@ -262,6 +201,8 @@ def load_weights(loader: Callable, path: str | Path, what: str, *args, **kwargs)
     """`loader(*args, **kwargs)`, turning a file that is not the expected weights into a one-line error."""
     try:
         return loader(*args, **kwargs)
+    except CheckpointError as error:  # unreadable, or a pickle that needs code: already one line
+        raise ValueError(f"cannot load {path} as {what}: {error}") from None
     except (pickle.UnpicklingError, EOFError):
         raise ValueError(f"cannot load {path} as {what}: it is not a PyTorch weights file, or a damaged one") from None
     except RuntimeError as error:  # load_state_dict's missing/unexpected keys, a broken zip archive

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checkpoints.io import read_state_dict
 from ..data.images import to_uint8
 from .expansion import check_mask, sample_points_in_mask
 
@@ -87,7 +88,7 @@ def load_sam(checkpoint_path: str | Path, model_type: str = "vit_b", device: str
         raise FileNotFoundError(f"no SAM checkpoint at {checkpoint_path}; download {SAM_CHECKPOINT_NAMES[model_type]} "
                                 f"from the segment-anything release page and pass its path")
     sam = sam_model_registry[model_type](checkpoint=None)
-    sam.load_state_dict(torch.load(checkpoint_path, map_location="cpu", weights_only=True))
+    sam.load_state_dict(read_state_dict(checkpoint_path))
     return sam.to(device)
 
 

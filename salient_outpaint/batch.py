@@ -1,0 +1,155 @@
+"""Many photos through one loaded model: what sample.py does with a file, a folder or a manifest.
+
+    inputs --(jobs_from_images / jobs_from_manifest)--> jobs: image, mask, prompt, output name
+    output folder --(prepare_output_folder)--> created and writable, before any model loads
+    each job --(photo.outpaint_photo, in micro-batches)--> OUT/<name>_<k>.png, each written as soon
+        as it exists, then OUT/<name>_grid.png (input | mask | the first images), written last
+
+A job whose grid and images are all there is skipped, so a batch that crashed resumes where it
+stopped. A job that cannot be read (a damaged file, a mask of another size) is reported and
+skipped; the rest goes on. Every job draws its noise from the same seed, so a result does not
+depend on which other inputs were in the batch.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .data.images import (IMAGE_SUFFIXES, images_in, load_image, load_mask, load_rgba_as_image_and_mask,
+                          make_grid, mask_as_image, save_image)
+from .data.manifest import read_manifest
+from .photo import outpaint_photo, resize, working_size
+from .pipeline import OutpaintPipeline, SamplingOptions
+
+GRID_IMAGES = 8  # results shown in a grid; more would make it unwieldy, and all are written anyway
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str  # outputs: <name>_<k>.png, <name>_grid.png
+    image: Path
+    mask: Path | None  # white = object; None: the image's alpha channel, or its plain backdrop
+    prompt: str
+
+
+@dataclass
+class Summary:
+    images: int = 0  # written by this run
+    done: list[str] = field(default_factory=list)  # jobs finished by this run
+    skipped: list[str] = field(default_factory=list)  # jobs an earlier run had finished
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (job, why)
+
+
+def jobs_from_images(image: Path, mask: Path | None, prompt: str) -> list[Job]:
+    """--image FILE [--mask FILE], or --image FOLDER [--mask FOLDER]: every image of the folder, its
+    mask the file of the same name stem in the mask folder. One prompt for all."""
+    if not image.exists():
+        raise FileNotFoundError(f"--image {image} does not exist")
+    if mask is not None and not mask.exists():
+        raise FileNotFoundError(f"--mask {mask} does not exist")
+    if image.is_file():
+        if mask is not None and mask.is_dir():
+            raise ValueError(f"--mask {mask} is a folder but --image {image} is one file; give its mask file")
+        return [Job(image.stem, image, mask, prompt)]
+    images = images_in(image)
+    if not images:
+        raise ValueError(f"--image {image} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    if mask is not None and not mask.is_dir():
+        raise ValueError(f"--image {image} is a folder, so --mask must be a folder of masks named like the images")
+    masks = {path.stem: path for path in images_in(mask)} if mask is not None else {}
+    jobs = [Job(path.stem, path, masks.get(path.stem, mask / f"{path.stem}.png") if mask else None, prompt)
+            for path in images]
+    check_unique_names(jobs)
+    return jobs
+
+
+def jobs_from_manifest(path: Path) -> list[Job]:
+    """--inputs MANIFEST (the format of data/manifest.py): outputs are named after the ids."""
+    return [Job(item.id, item.image, item.mask, item.prompt) for item in read_manifest(path)]
+
+
+def check_unique_names(jobs: list[Job]) -> None:
+    images_of_names = {}
+    for job in jobs:
+        if job.name in images_of_names:
+            raise ValueError(f"{images_of_names[job.name].name} and {job.image.name} would both write "
+                             f"{job.name}_0.png; rename one")
+        images_of_names[job.name] = job.image
+
+
+def prepare_output_folder(out: Path) -> Path:
+    """Create `out` and prove it writable, so that a wrong --out fails before any work, not after."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"--out {out} is not a folder this program can write to ({error.strerror})") from None
+    return out
+
+
+def output_path(out: Path, name: str, index: int) -> Path:
+    return out / f"{name}_{index}.png"
+
+
+def grid_path(out: Path, name: str) -> Path:
+    return out / f"{name}_grid.png"
+
+
+def is_done(out: Path, job: Job, num_images: int) -> bool:
+    paths = [grid_path(out, job.name)] + [output_path(out, job.name, index) for index in range(num_images)]
+    return all(path.is_file() for path in paths)
+
+
+def load_job(job: Job) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, H, W) in [-1, 1], (1, H, W) in [0, 1]."""
+    if job.mask is None:
+        return load_rgba_as_image_and_mask(job.image)
+    return load_image(job.image), load_mask(job.mask)
+
+
+def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], out: Path, num_images: int, batch_size: int,
+              options: SamplingOptions = SamplingOptions(), negative_prompt: str = "", seed: int = 0,
+              resolution: int | None = None, raw: bool = False, overwrite: bool = False) -> Summary:
+    """Every job's num_images results into `out`, batch_size at a time; one progress bar for all."""
+    summary = Summary()
+    area_side = resolution or pipeline.models.config.image_size
+    with tqdm(total=len(jobs) * num_images, unit="image", desc="outpaint") as progress:
+        for job in jobs:
+            if not overwrite and is_done(out, job, num_images):
+                summary.skipped.append(job.name)
+                progress.update(num_images)
+                continue
+            progress.set_postfix_str(job.image.name)
+            written = 0
+            try:
+                image, mask = load_job(job)
+                tile = working_size(*image.shape[-2:], area_side)
+                generator = torch.Generator().manual_seed(seed)
+                shown = [resize(image, tile, "bicubic").clamp(-1, 1), mask_as_image(resize(mask, tile, "bilinear"))]
+                while written < num_images:
+                    count = min(batch_size, num_images - written)
+                    images = outpaint_photo(pipeline, image, mask, job.prompt, negative_prompt, count, options,
+                                            generator, resolution, raw)
+                    for generated in images:
+                        save_image(generated, output_path(out, job.name, written))
+                        if len(shown) < 2 + GRID_IMAGES:
+                            shown.append(resize(generated, tile, "bicubic").clamp(-1, 1))
+                        written += 1
+                    progress.update(count)
+                    summary.images += count
+            except (FileNotFoundError, ValueError) as error:  # pipeline.InputError is a ValueError
+                summary.failed.append((job.name, str(error)))
+                progress.update(num_images - written)
+                tqdm.write(f"error: {job.image}: {error}; skipped", file=sys.stderr)
+                continue
+            save_image(make_grid(shown, columns=len(shown)), grid_path(out, job.name))
+            summary.done.append(job.name)
+    return summary

@@ -1,0 +1,62 @@
+"""A photo of any size through a model that works at one size.
+
+The networks were trained at one resolution (512 px for SD2-inpainting) and their cost grows with
+the pixel count, so a 4000x3000 phone photo is not sampled at its own size:
+
+    photo (3, H, W), object mask (1, H, W) --(antialiased resize)--> working size (h, w), about
+        resolution^2 pixels, the photo's aspect ratio, sides multiples of 8
+    working image + mask --(pipeline.py)--> (N, 3, h, w) new backgrounds
+    --(bicubic resize)--> (N, 3, H, W), and the photo's own object pixels pasted back over them
+        with a feathered edge: the object stays pixel for pixel the photo's, only its rim blends.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .data.masks import feathered_paste
+from .pipeline import InputError, OutpaintPipeline, SamplingOptions
+
+
+def working_size(height: int, width: int, area_side: int) -> tuple[int, int]:
+    """(h, w) with about area_side^2 pixels and the aspect ratio of (height, width); sides are
+    multiples of 8 (the latent grid of SD's VAE) and at least 8."""
+    scale = area_side / math.sqrt(height * width)
+    return max(8, round(height * scale / 8) * 8), max(8, round(width * scale / 8) * 8)
+
+
+def resize(images: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """(..., C, H, W) -> (..., C, h, w), antialiased when shrinking; unchanged at its own size."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    batch = images.reshape(-1, *images.shape[-3:])
+    resized = F.interpolate(batch, size=size, mode=mode, antialias=True, align_corners=False)
+    return resized.reshape(*images.shape[:-2], *size)
+
+
+def outpaint_photo(pipeline: OutpaintPipeline, image: torch.Tensor, object_mask: torch.Tensor, prompt: str,
+                   negative_prompt: str = "", num_images: int = 1, options: SamplingOptions = SamplingOptions(),
+                   generator: torch.Generator | None = None, resolution: int | None = None, raw: bool = False,
+                   progress: bool = False) -> torch.Tensor:
+    """image (3, H, W) in [-1, 1], object_mask (1, H, W) in [0, 1] (1 = object, may be soft)
+    -> (num_images, 3, H, W) in [-1, 1] with the object composited back, or with `raw` the model's
+    own output at the working size (num_images, 3, h, w).
+
+    `resolution` (default: the model's training size, config.image_size) sets the working area."""
+    if object_mask.shape[-2:] != image.shape[-2:]:
+        raise InputError(f"the mask is {tuple(object_mask.shape[-2:])} (H, W) but the image is "
+                         f"{tuple(image.shape[-2:])}; give a mask of the image's size")
+    height, width = image.shape[-2:]
+    size = working_size(height, width, resolution or pipeline.models.config.image_size)
+    working_image = resize(image, size, "bicubic").clamp(-1, 1)  # bicubic overshoots at edges
+    working_mask = resize(object_mask, size, "bilinear")  # soft along the edge; the pipeline decides
+    generated = pipeline(working_image, working_mask, prompt, negative_prompt, num_images, options, generator,
+                         progress=progress)  # (N, 3, h, w)
+    if raw:
+        return generated
+    upscaled = resize(generated, (height, width), "bicubic").clamp(-1, 1)  # (N, 3, H, W)
+    # The generated edge is options.feather pixels wide at the working size; as wide at full size.
+    feather = max(options.feather, round(options.feather * height / size[0]))
+    return feathered_paste(upscaled, image[None], object_mask[None], feather)
