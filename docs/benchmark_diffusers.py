@@ -11,7 +11,6 @@ here once. It lives outside the package, which never imports diffusers.
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import sys
 import time
@@ -89,7 +88,8 @@ def main(item: str, dtype_name: str, cache: str, steps: str) -> None:
         with torch.no_grad():
             figures["first_step_s"] = timed(step)
             figures["work_s"] = statistics.median(timed(step) for _ in range(int(steps)))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open("/proc/self/status") as status:  # VmHWM: ru_maxrss would carry the parent's RSS over fork + exec
+        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
     print(json.dumps({**figures, "baseline_mb": baseline, "peak_mb": peak}))
 
 

@@ -80,7 +80,7 @@ def test_controlnet_from_the_loaded_unet_owns_its_copy():
 
 
 PEAK_SCRIPT = """
-import json, resource, sys, torch
+import json, sys, torch
 from salient_outpaint.checkpoints import load_checkpoint
 from salient_outpaint.config import SD2_INPAINT
 from salient_outpaint.modules.models import Models, empty_models
@@ -89,7 +89,8 @@ def rss_mb():
 baseline = rss_mb()
 models = empty_models(SD2_INPAINT, with_controlnet=False, dtype=getattr(torch, sys.argv[2]))
 load_checkpoint(sys.argv[1], models)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: that one carries the (big) parent's RSS over fork + exec
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
 print(json.dumps({"baseline_mb": baseline, "peak_mb": peak}))
 """
 
