@@ -30,6 +30,7 @@ METHODS = {"controlnet": 1.0, "no-controlnet": 0.0}  # method -> ControlNet cond
 
 def parse_args(argv=None) -> argparse.Namespace:
     from salient_outpaint.config import PRESETS
+    from salient_outpaint.precision import add_dtype_argument
     from salient_outpaint.sampling import SAMPLERS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,6 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     generation.add_argument("--sampler", choices=sorted(SAMPLERS), default="dpm++2m", help="(default: dpm++2m)")
     generation.add_argument("--seed", type=int, default=0, help="input i uses seed + i (default: 0)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_dtype_argument(generation, what="the generating networks are stored and run in")
     metrics = parser.add_argument_group("metrics")
     metrics.add_argument("--segmenter", choices=["colour", "sam"],
                          help="how the object is found again: sam (the paper's) or colour (toy world); "
@@ -117,7 +119,7 @@ def generate_methods(args, inputs, out: Path) -> dict[str, Path]:
     from salient_outpaint.loading import load_models
 
     models = load_models(args.checkpoint, args.controlnet, args.preset,
-                         with_controlnet="controlnet" in args.methods)
+                         with_controlnet="controlnet" in args.methods, dtype=args.dtype, device=args.device)
     pipeline = OutpaintPipeline(models, args.device)
     folders = {}
     for method in args.methods:

@@ -29,6 +29,7 @@ MAX_SEED = 2**63 - 1
 def parse_args(argv=None) -> argparse.Namespace:
     from salient_outpaint.config import PRESETS
     from salient_outpaint.device import default_device
+    from salient_outpaint.precision import add_dtype_argument
     from salient_outpaint.sampling import SAMPLERS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,6 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--controlnet", help="ControlNet weights in any layout (default: the one in --checkpoint)")
     parser.add_argument("--no-controlnet", action="store_true", help="sample with SI2 alone (the baseline)")
     parser.add_argument("--device", default=default_device(), help="cpu, cuda, cuda:N or mps (default: %(default)s)")
+    add_dtype_argument(parser)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the networks (pays off over many "
+                                                               "steps; the first image waits for the compilation)")
     return parser.parse_args(argv)
 
 
@@ -109,13 +113,17 @@ def generate(args) -> int:
     from salient_outpaint.batch import prepare_output_folder, run_batch
     from salient_outpaint.checkpoints import CheckpointError
     from salient_outpaint.loading import load_models
+    from salient_outpaint.modules.models import compile_models
     from salient_outpaint.pipeline import OutpaintPipeline, SamplingOptions
 
     try:
         check_args(args)
         jobs = list_jobs(args)
         out = prepare_output_folder(Path(args.out))  # before the models: a wrong --out costs nothing
-        models = load_models(args.checkpoint, args.controlnet, args.preset, with_controlnet=not args.no_controlnet)
+        models = load_models(args.checkpoint, args.controlnet, args.preset, with_controlnet=not args.no_controlnet,
+                             dtype=args.dtype, device=args.device)
+        if args.compile:
+            compile_models(models)
     except (CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

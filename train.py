@@ -54,8 +54,10 @@ HELP = {
     "ema_decay": "EMA decay of the trained weights (0: off); exported weights are the EMA",
     "objective": "epsilon or v_prediction (default: the preset's)",
     "precision": "autocast dtype of the forward pass: fp32, bf16, fp16",
-    "frozen_dtype": "dtype the frozen networks are kept in: fp32, bf16, fp16",
+    "frozen_dtype": "dtype the frozen networks are kept in: fp32, bf16, fp16 (default '': fp16 on a GPU, fp32 on "
+                    "a CPU, where half precision is slow)",
     "gradient_checkpointing": "recompute activations in the backward pass to save memory",
+    "compile": "torch.compile the networks (the first steps are slower while it compiles)",
     "empty_prompt_probability": "fraction of captions replaced by '' (for classifier-free guidance)",
     "kl_weight": "KL weight of the VAE stage",
     "seed": "seed of the initial weights, data order and every per-sample random draw",

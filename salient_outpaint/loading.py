@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from .checkpoints import load_checkpoint
 from .config import PRESETS
-from .modules import build_models
-from .modules.models import Models
+from .modules.models import Models, empty_models
+from .precision import resolve_dtype
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 TOY_WEIGHTS = REPOSITORY / "weights" / "toy"
@@ -15,15 +17,18 @@ TOY_EXAMPLE = TOY_WEIGHTS / "example"
 
 
 def load_models(checkpoint: str | Path | None = None, controlnet: str | Path | None = None,
-                preset: str | None = None, with_controlnet: bool = True) -> Models:
-    """Build the preset's networks and load them: `checkpoint` (default: the toy model) holds SI2 and
-    possibly the ControlNet; `controlnet` names ControlNet weights kept elsewhere."""
+                preset: str | None = None, with_controlnet: bool = True, dtype: torch.dtype | str | None = None,
+                device: torch.device | str = "cpu") -> Models:
+    """Load the preset's networks: `checkpoint` (default: the toy model) holds SI2 and possibly the
+    ControlNet; `controlnet` names ControlNet weights kept elsewhere. The networks are built empty and
+    filled in place, each tensor read, cast to `dtype` ('fp32', 'bf16', 'fp16' or a torch dtype;
+    default: fp16 on a GPU, fp32 on a CPU) and moved to `device` one at a time."""
     preset = preset or ("sd2-inpaint" if checkpoint else "toy")
     checkpoint = Path(checkpoint) if checkpoint else TOY_WEIGHTS
-    models = build_models(PRESETS[preset], with_controlnet=with_controlnet)
-    loaded = load_checkpoint(checkpoint, models)
+    models = empty_models(PRESETS[preset], with_controlnet, resolve_dtype(dtype, device))
+    loaded = load_checkpoint(checkpoint, models, device=device)
     if controlnet and with_controlnet:
-        loaded += load_checkpoint(controlnet, models)
+        loaded += load_checkpoint(controlnet, models, device=device)
     missing = [name for name in models.components() if name not in loaded]
     if missing:
         hint = " (pass --controlnet, or --no-controlnet for the SI2 baseline)" if missing == ["controlnet"] else ""

@@ -6,6 +6,7 @@ is the whole description of a format (see `ldm.py`, `diffusers.py`).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -56,10 +57,10 @@ def prefixed(key_map: KeyMap, prefix: str) -> KeyMap:
     return KeyMap(key_map.format, sources, tuple(prefix + key for key in key_map.unused), namespace=prefix)
 
 
-def to_ours(foreign: dict[str, torch.Tensor], key_map: KeyMap) -> dict[str, torch.Tensor]:
-    """Gather our state dict from a foreign one. Keys the map needs but `foreign` lacks are skipped
-    (the strict loader reports them)."""
-    ours = {}
+def gather(foreign: Mapping[str, torch.Tensor], key_map: KeyMap) -> Iterator[tuple[str, torch.Tensor]]:
+    """Our (key, tensor) pairs from a foreign state dict, one at a time, so that a lazily read
+    checkpoint (io.open_state_dict) is read one tensor at a time. Keys the map needs but `foreign`
+    lacks are skipped (the strict loader reports them)."""
     for our_key, source in key_map.sources.items():
         if not all(key in foreign for key in source.keys):
             continue
@@ -67,12 +68,11 @@ def to_ours(foreign: dict[str, torch.Tensor], key_map: KeyMap) -> dict[str, torc
         tensor = torch.cat(tensors, dim=0) if len(tensors) > 1 else tensors[0]
         if source.conv1x1 and tensor.dim() == 4:
             tensor = tensor[:, :, 0, 0]
-        ours[our_key] = tensor
-    return ours
+        yield our_key, tensor
 
 
 def to_foreign(ours: dict[str, torch.Tensor], key_map: KeyMap) -> dict[str, torch.Tensor]:
-    """Scatter our state dict into the foreign layout (the inverse of `to_ours`)."""
+    """Scatter our state dict into the foreign layout (the inverse of `gather`)."""
     foreign = {}
     for our_key, tensor in ours.items():
         source = key_map.sources[our_key]

@@ -9,6 +9,7 @@ Supported, detected from the keys themselves:
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -16,8 +17,8 @@ from torch import nn
 
 from ..modules.models import Models
 from . import diffusers, ldm
-from .io import CheckpointError, read_state_dict, save_state_dict
-from .keymap import KeyMap, prefixed, to_foreign, to_ours
+from .io import CheckpointError, open_state_dict, save_state_dict
+from .keymap import KeyMap, gather, prefixed, to_foreign
 
 EMA_PREFIX = "model_ema."
 SHOWN_KEYS = 5  # how many offending keys an error lists
@@ -78,17 +79,37 @@ def detect(keys: set[str], models: Models) -> tuple[str, dict[str, KeyMap]]:
                           "expected an SD/ControlNet checkpoint in ldm, cldm or diffusers layout")
 
 
-def use_ema_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """ldm keeps EMA copies of the U-Net as `model_ema.<key without dots>`; swap them in."""
+class RenamedKeys(Mapping):
+    """A state dict seen under other names, {shown key: stored key}; nothing is read or copied."""
+
+    def __init__(self, stored: Mapping[str, torch.Tensor], names: dict[str, str]):
+        self.stored, self.names = stored, names
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.stored[self.names[key]]
+
+    def __contains__(self, key) -> bool:  # Mapping's own would read the tensor
+        return key in self.names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def use_ema_weights(state_dict: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """ldm keeps EMA copies of the U-Net as `model_ema.<key without dots>`; read those in their place
+    (by key: the weights themselves are read only when loaded)."""
     if not any(key.startswith(EMA_PREFIX) for key in state_dict):
         return state_dict
-    swapped = dict(state_dict)
+    names = {}
     for key in state_dict:
-        if key.startswith("model.diffusion_model."):
-            ema_key = EMA_PREFIX + key[len("model."):].replace(".", "")
-            if ema_key in state_dict:
-                swapped[key] = state_dict[ema_key]
-    return {key: value for key, value in swapped.items() if not key.startswith(EMA_PREFIX)}
+        if key.startswith(EMA_PREFIX):
+            continue
+        ema_key = EMA_PREFIX + key[len("model."):].replace(".", "")
+        names[key] = ema_key if key.startswith("model.diffusion_model.") and ema_key in state_dict else key
+    return RenamedKeys(state_dict, names)
 
 
 def wrong_model_hint(component: str, module: nn.Module, weights: dict[str, torch.Tensor]) -> str:
@@ -104,14 +125,24 @@ def wrong_model_hint(component: str, module: nn.Module, weights: dict[str, torch
 
 
 def load_component(module: nn.Module, component: str, layout: str, key_map: KeyMap,
-                   foreign: dict[str, torch.Tensor]) -> None:
-    """Load strictly: every missing, unexpected or mis-shaped key is reported in one error."""
-    weights = to_ours(foreign, key_map)
+                   foreign: Mapping[str, torch.Tensor], device: torch.device | str | None = None) -> None:
+    """Load strictly: every missing, unexpected or mis-shaped key is reported in one error.
+
+    Each tensor is cast to the dtype of the parameter it fills and moved to its device as it is read,
+    then assigned in its place; a network built on the meta device (modules/models.py:empty_models) is
+    so never initialised, and a half-precision one never exists in fp32. Meta tensors go to `device`."""
     expected = module.state_dict()
     needed = key_map.foreign_keys()
     missing = sorted(key for key in needed if key not in foreign)
     unexpected = sorted(key for key in foreign if key.startswith(key_map.namespace) and key not in needed
                         and not key_map.is_unused(key))
+    weights = {}
+    for key, tensor in gather(foreign, key_map):
+        target = expected[key]
+        if tensor.shape == target.shape:  # a mis-shaped tensor stays as read, for the error below
+            tensor = tensor.to(device=torch.device(device or "cpu") if target.is_meta else target.device,
+                               dtype=target.dtype)
+        weights[key] = tensor
     mismatched = [f"{key} (ours {tuple(expected[key].shape)}, file {tuple(value.shape)})"
                   for key, value in weights.items() if value.shape != expected[key].shape]
     problems = [f"{len(keys)} {what} (first: {', '.join(keys[:SHOWN_KEYS])})"
@@ -120,16 +151,19 @@ def load_component(module: nn.Module, component: str, layout: str, key_map: KeyM
     if problems:
         raise CheckpointError(f"cannot load the {component} from a {layout}: {'; '.join(problems)}."
                               + wrong_model_hint(component, module, weights))
-    module.load_state_dict({key: value.to(expected[key].dtype) for key, value in weights.items()})
+    module.load_state_dict(weights, assign=True)
 
 
 def component_file(folder: Path) -> Path | None:
     return next((folder / name for name in diffusers.WEIGHT_FILES if (folder / name).is_file()), None)
 
 
-def load_checkpoint(path: str | Path, models: Models, prefer_ema: bool = True) -> list[str]:
+def load_checkpoint(path: str | Path, models: Models, prefer_ema: bool = True,
+                    device: torch.device | str | None = None) -> list[str]:
     """Load every component the checkpoint holds into `models`; returns their names.
-    A diffusers folder's ControlNet is left out when `models` has none (the SI2 baseline)."""
+    A diffusers folder's ControlNet is left out when `models` has none (the SI2 baseline).
+    Networks on the meta device are filled in place on `device` (default: the CPU), in their dtype;
+    the others keep their device and dtype."""
     path = Path(path)
     if path.is_dir():
         wanted = [name for name in diffusers.COMPONENT_FOLDERS
@@ -139,14 +173,14 @@ def load_checkpoint(path: str | Path, models: Models, prefer_ema: bool = True) -
         if not any(files):
             raise CheckpointError(f"{path} holds no weights: expected diffusers component folders "
                                   f"({', '.join(diffusers.COMPONENT_FOLDERS)}) with {diffusers.WEIGHT_FILES[0]}")
-        return [name for file in files if file is not None for name in load_checkpoint(file, models, prefer_ema)]
-    foreign = read_state_dict(path)
+        return [name for file in files if file is not None for name in load_checkpoint(file, models, prefer_ema, device)]
+    foreign = open_state_dict(path)
     if prefer_ema:
         foreign = use_ema_weights(foreign)
     layout, maps = detect(set(foreign), models)
     modules = models.components()
     for component, key_map in maps.items():
-        load_component(modules[component], component, f"{layout} ({path.name})", key_map, foreign)
+        load_component(modules[component], component, f"{layout} ({path.name})", key_map, foreign, device)
     return list(maps)
 
 
@@ -180,7 +214,9 @@ def save_checkpoint(models: Models, destination: str | Path, layout: str,
             our_keys = module.state_dict()
             key_map = (diffusers.hf_clip_map(our_keys) if component == "text_encoder"
                        else diffusers.identity_map(our_keys))
-            save_state_dict(to_foreign(our_keys, key_map), destination / component / diffusers.WEIGHT_FILES[0])
+            # transformers names its weight file differently from diffusers
+            name = "model.safetensors" if component == "text_encoder" else diffusers.WEIGHT_FILES[0]
+            save_state_dict(to_foreign(our_keys, key_map), destination / component / name)
     else:
         raise CheckpointError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     return destination

@@ -19,7 +19,7 @@ from .unet import ControlResiduals, DiffusionEncoder, UNet, encoder_skip_channel
 
 class ConditioningEmbedding(nn.Module):
     """Small conv net taking the control image (B, 3, H, W) to the latent grid (B, C0, H/f, W/f).
-    Each level is a 3x3 conv and a strided 3x3 conv; the last conv is zero-initialised."""
+    Each level is a 3x3 conv and a strided 3x3 conv; the last conv starts at zero."""
 
     def __init__(self, conditioning_channels: int, embedding_channels: tuple[int, ...], out_channels: int):
         super().__init__()
@@ -29,7 +29,7 @@ class ConditioningEmbedding(nn.Module):
             blocks.append(nn.Conv2d(channels, channels, 3, padding=1))
             blocks.append(nn.Conv2d(channels, next_channels, 3, padding=1, stride=2))
         self.blocks = nn.ModuleList(blocks)
-        self.conv_out = zero_module(nn.Conv2d(embedding_channels[-1], out_channels, 3, padding=1))
+        self.conv_out = nn.Conv2d(embedding_channels[-1], out_channels, 3, padding=1)  # zeroed by the ControlNet
 
     def forward(self, control_image: torch.Tensor) -> torch.Tensor:
         x = F.silu(self.conv_in(control_image))
@@ -39,25 +39,47 @@ class ConditioningEmbedding(nn.Module):
 
 
 class ControlNet(DiffusionEncoder):
+    # The layers the U-Net has no counterpart of; the rest is a copy of the U-Net's encoder.
+    OWN_LAYERS = ("controlnet_cond_embedding", "controlnet_down_blocks", "controlnet_mid_block")
+
     def __init__(self, unet_config: UNetConfig, config: ControlNetConfig):
         super().__init__(unet_config)
         self.controlnet_config = config
         self.controlnet_cond_embedding = ConditioningEmbedding(
             config.conditioning_channels, config.conditioning_embedding_channels, unet_config.block_out_channels[0])
         self.controlnet_down_blocks = nn.ModuleList([
-            zero_module(nn.Conv2d(channels, channels, 1)) for channels in encoder_skip_channels(unet_config)])
+            nn.Conv2d(channels, channels, 1) for channels in encoder_skip_channels(unet_config)])
         channels = unet_config.block_out_channels[-1]
-        self.controlnet_mid_block = zero_module(nn.Conv2d(channels, channels, 1))
+        self.controlnet_mid_block = nn.Conv2d(channels, channels, 1)
+        self.zero_outputs()
+
+    def zero_outputs(self) -> None:
+        """Every path out of the ControlNet starts at zero: at first it adds nothing to the U-Net."""
+        for layer in (self.controlnet_cond_embedding.conv_out, self.controlnet_down_blocks, self.controlnet_mid_block):
+            zero_module(layer)
 
     @classmethod
-    def from_unet(cls, unet: UNet, config: ControlNetConfig) -> "ControlNet":
-        """A ControlNet whose encoder starts as an exact copy of the U-Net's."""
-        controlnet = cls(unet.config, config)
-        encoder_weights = {key: value for key, value in unet.state_dict().items()
+    def from_unet(cls, unet: UNet, config: ControlNetConfig, dtype: torch.dtype | None = None) -> "ControlNet":
+        """A ControlNet whose encoder starts as an exact copy of the U-Net's (in `dtype`, default the
+        U-Net's). It is built on the meta device and each encoder tensor is copied in once: only its
+        own layers are initialised."""
+        weight = unet.conv_in.weight
+        dtype = dtype or weight.dtype
+        with torch.device("meta"):
+            controlnet = cls(unet.config, config)
+        if weight.is_meta:  # the structure alone (models.empty_models): nothing to copy or initialise
+            return controlnet.to(dtype)
+        for name in cls.OWN_LAYERS:
+            own = getattr(controlnet, name).to_empty(device=weight.device)
+            for layer in own.modules():
+                if hasattr(layer, "reset_parameters"):
+                    layer.reset_parameters()
+        controlnet.zero_outputs()
+        encoder_weights = {key: value.detach().to(dtype=dtype, copy=True) for key, value in unet.state_dict().items()
                            if key.split(".")[0] in ("conv_in", "time_embedding", "down_blocks", "mid_block")}
-        missing, unexpected = controlnet.load_state_dict(encoder_weights, strict=False)
-        assert not unexpected and all(key.startswith("controlnet_") for key in missing)
-        return controlnet.to(unet.conv_in.weight.dtype)
+        missing, unexpected = controlnet.load_state_dict(encoder_weights, strict=False, assign=True)
+        assert not unexpected and all(key.startswith(cls.OWN_LAYERS) for key in missing)
+        return controlnet.to(dtype)
 
     def forward(self, latent_input: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                 control_image: torch.Tensor, conditioning_scale: float = 1.0) -> ControlResiduals:

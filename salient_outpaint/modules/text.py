@@ -43,19 +43,24 @@ class TextEncoder(nn.Module):
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
         self.config = config
-        self.token_embedding = nn.Embedding(config.vocab_size, config.width)
-        self.positional_embedding = nn.Parameter(torch.randn(config.context_length, config.width) * 0.01)
-        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        self.token_embedding = nn.Embedding(config.vocab_size, config.width,
+                                            _weight=torch.empty(config.vocab_size, config.width))
+        self.positional_embedding = nn.Parameter(torch.empty(config.context_length, config.width))
+        # Built on the meta device to be loaded in place, there is nothing to draw (and normal_ there
+        # takes a reference path that imports torch._dynamo: seconds of loading for nothing).
+        if not self.positional_embedding.is_meta:
+            nn.init.normal_(self.token_embedding.weight, std=0.02)
+            nn.init.normal_(self.positional_embedding, std=0.01)
         self.transformer = Transformer(config)
         self.ln_final = nn.LayerNorm(config.width)
-        # Each token sees only itself and the tokens before it, as CLIP was trained.
-        mask = torch.full((config.context_length, config.context_length), float("-inf")).triu(1)
-        self.register_buffer("causal_mask", mask, persistent=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, 77) int64 -> context (B, 77, width)."""
         x = self.token_embedding(tokens) + self.positional_embedding
-        mask = self.causal_mask.to(x.dtype)
+        # Each token sees only itself and the tokens before it, as CLIP was trained. Made here rather
+        # than kept as a buffer: no checkpoint holds it, so a network loaded in place has it too.
+        length = tokens.shape[1]
+        mask = torch.full((length, length), float("-inf"), dtype=x.dtype, device=x.device).triu(1)
         for block in self.transformer.resblocks:
             x = block(x, mask)
         return self.ln_final(x)

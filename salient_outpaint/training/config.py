@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from ..precision import DTYPES, resolve_dtype
+
 STAGES = ("vae", "unet", "controlnet")
 
 
@@ -33,8 +35,9 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 turns EMA off
     objective: str = ""  # "epsilon" or "v_prediction"; empty: the preset's
     precision: str = "fp32"  # autocast dtype for the forward pass: fp32, bf16 or fp16
-    frozen_dtype: str = "fp32"  # dtype the frozen networks are stored in
+    frozen_dtype: str = ""  # dtype the frozen networks are stored in; "": fp16 on a GPU, fp32 on a CPU
     gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile the networks
     empty_prompt_probability: float = 0.1  # keeps classifier-free guidance possible
     kl_weight: float = 1e-6  # VAE stage only
     seed: int = 0
@@ -53,9 +56,9 @@ class TrainConfig:
     def __post_init__(self):
         if self.stage not in STAGES:
             raise ValueError(f"unknown stage {self.stage!r}; choose one of {', '.join(STAGES)}")
-        for name, value in (("precision", self.precision), ("frozen_dtype", self.frozen_dtype)):
-            if value not in ("fp32", "bf16", "fp16"):
-                raise ValueError(f"{name} must be fp32, bf16 or fp16, not {value!r}")
+        for name, value in (("precision", self.precision), ("frozen_dtype", self.frozen_dtype or "fp32")):
+            if value not in DTYPES:
+                raise ValueError(f"{name} must be {', '.join(DTYPES)}, not {value!r}")
         for name in ("steps", "batch_size", "grad_accumulation", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
@@ -121,4 +124,7 @@ def resume_conflicts(saved: dict, config: TrainConfig) -> list[str]:
     return conflicts
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+def frozen_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
+    """--frozen-dtype, or the device's default; warns where it is slow."""
+    return resolve_dtype(config.frozen_dtype or None, device, "--frozen-dtype")

@@ -30,11 +30,11 @@ from ..checkpoints.io import remove_temporary_files
 from ..config import PRESETS
 from ..data.check import check_data
 from ..data.specs import build_dataset
-from ..modules.controlnet import ControlNet
-from ..modules.models import Models, build_models
+from ..precision import resolve_dtype
+from ..modules.models import Models, build_network, compile_models, empty_models
 from . import distributed
 from .batches import step_batches
-from .config import CHANGEABLE_ON_RESUME, DTYPES, TrainConfig, flag, resume_conflicts
+from .config import CHANGEABLE_ON_RESUME, TrainConfig, flag, frozen_dtype, resume_conflicts
 from .latent_cache import open_latent_cache, precompute_latents
 from .objective import TrainingObjective
 from .run_lock import run_lock
@@ -47,18 +47,27 @@ TRAINABLE = {"vae": ("vae",), "unet": ("unet", "text_encoder"), "controlnet": ("
 
 
 def prepare_models(config: TrainConfig, device: torch.device) -> Models:
+    """The stage's networks, each loaded in place in its final dtype (the trained ones fp32, the frozen
+    ones --frozen-dtype); those no --init checkpoint holds start random, a ControlNet as a copy of the
+    loaded U-Net."""
     torch.manual_seed(config.seed)  # the same initial weights on every process
-    models = build_models(PRESETS[config.preset], with_controlnet=config.stage == "controlnet")
-    loaded = [name for path in config.init for name in load_checkpoint(path, models)]
-    if config.stage == "controlnet" and "controlnet" not in loaded:
-        models.controlnet = ControlNet.from_unet(models.unet, models.config.controlnet)  # copy the loaded U-Net
+    dtypes = {name: torch.float32 if name in TRAINABLE[config.stage] else frozen_dtype(config, device)
+              for name in ("vae", "unet", "text_encoder", "controlnet")}
+    models = empty_models(PRESETS[config.preset], with_controlnet=config.stage == "controlnet")
     for name, module in models.components().items():
+        module.to(dtypes[name])
+    loaded = [name for path in config.init for name in load_checkpoint(path, models, device=device)]
+    for name, module in models.components().items():
+        if name not in loaded:
+            module = build_network(models, name, device, dtypes[name])
+            setattr(models, name, module)
         trainable = name in TRAINABLE[config.stage]
         module.requires_grad_(trainable)
         module.train(trainable)
-        module.to(device=device, dtype=torch.float32 if trainable else DTYPES[config.frozen_dtype])
         if hasattr(module, "gradient_checkpointing"):
             module.gradient_checkpointing = config.gradient_checkpointing
+    if config.compile:
+        compile_models(models)
     return models
 
 
@@ -97,8 +106,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(process.device.type, enabled=config.precision == "fp16")
         self.ema = ({name: {k: v.detach().clone() for k, v in module.state_dict().items()}
                      for name, module in self.trained.items()} if config.ema_decay > 0 else None)
-        self.autocast = torch.autocast(process.device.type, dtype=DTYPES[config.precision],
-                                       enabled=config.precision != "fp32")
+        autocast_dtype = resolve_dtype(config.precision, process.device, "--precision")
+        self.autocast = torch.autocast(process.device.type, dtype=autocast_dtype, enabled=config.precision != "fp32")
         self.global_batch = config.batch_size * process.world_size * config.grad_accumulation
         self.training_items = self.dataset  # what batches are read from: images, or their precomputed latents
         if config.latents:
