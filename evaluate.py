@@ -220,7 +220,7 @@ def evaluate(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    with warnings.catch_warnings():  # warnings (a binarised mask, a truncated prompt) as one line each
+    with warnings.catch_warnings():  # warnings (a truncated prompt) as one line each
         warnings.showwarning = lambda message, *rest: print(f"warning: {message}", file=sys.stderr)
         try:
             evaluate(args)

@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     args = parse_args(argv)
-    with warnings.catch_warnings():  # warnings (binarised mask, truncated prompt) as one line each
+    with warnings.catch_warnings():  # warnings (a truncated prompt) as one line each
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *rest: tqdm.write(f"warning: {message}", file=sys.stderr)
         return generate(args)
