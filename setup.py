@@ -11,8 +11,10 @@ setup(
     # torch and torchvision stay unpinned so that pip picks a matching pair (open_clip needs torchvision).
     install_requires=["torch", "torchvision", "numpy", "safetensors", "open-clip-torch", "einops", "tqdm", "pillow"],
     extras_require={
-        # The test extra brings the reference packages the evaluation metrics are compared against.
-        "test": ["pytest", "scipy", "lpips", "pytorch-fid", "segment-anything"],
+        # The test extra brings the reference packages the evaluation metrics are compared against,
+        # and the segmenters' packages, whose plumbing the tests run on random weights.
+        "test": ["pytest", "scipy", "lpips", "pytorch-fid", "segment-anything", "transparent-background"],
         "sam": ["segment-anything"],
+        "mask": ["transparent-background"],  # InSPyReNet, the authors' salient-object detector
     },
 )
