@@ -37,6 +37,11 @@ class SamplingOptions:
     control_end: float = 1.0  # ... to this one (diffusers' control_guidance_start / _end)
 
 
+# Named settings, as a whole: "authors" is the authors' notebook (UniPC, 20 steps, guidance 7.5, the
+# ControlNet at full scale; their pipeline's own default scale is 0.5), for one-to-one comparisons.
+SAMPLING_PRESETS = {"authors": SamplingOptions(sampler="unipc", steps=20, guidance=7.5, control_scale=1.0)}
+
+
 def check_options(options: SamplingOptions) -> None:
     if options.sampler not in SAMPLERS:
         raise InputError(f"unknown sampler {options.sampler!r}; choose one of {', '.join(SAMPLERS)}")

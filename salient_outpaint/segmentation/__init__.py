@@ -11,6 +11,7 @@ training images) share.
   sam.py          Segment Anything, prompted by points, a box or a mask (the paper's for expansion)
   colour.py       the toy world's: its objects are regions of one palette colour
   refine.py       refine_mask: threshold, grow or shrink
+  automatic.py    automatic_mask: the mask of a bare photo, as sample.py makes it
   make_masks.py   masks for a folder of images (python -m salient_outpaint.segmentation make-masks)
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .automatic import automatic_mask
 from .interface import SegmentPrompt, Segmenter, SegmenterError
 from .refine import refine_mask
 
@@ -42,4 +44,5 @@ def make_segmenter(name: str, weights: str | Path | None = None, device: str | t
     raise SegmenterError(f"unknown segmenter {name!r}; choose one of {', '.join(SEGMENTERS)}")
 
 
-__all__ = ["SEGMENTERS", "SegmentPrompt", "Segmenter", "SegmenterError", "make_segmenter", "refine_mask"]
+__all__ = ["SEGMENTERS", "SegmentPrompt", "Segmenter", "SegmenterError", "automatic_mask", "make_segmenter",
+           "refine_mask"]
