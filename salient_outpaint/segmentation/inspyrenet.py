@@ -52,11 +52,11 @@ class InSPyReNetSegmenter:
             where = f"no InSPyReNet weights at {weights}" if weights else "InSPyReNet needs its weights"
             raise SegmenterError(f"{where}: download {CHECKPOINT_NAME} from {RELEASES} and pass its path with "
                                  f"--mask-weights; {ALTERNATIVES}")
+        network = build_network(size)  # first: a missing package is the first thing to fix
         try:
             state_dict = read_state_dict(weights)
         except CheckpointError as error:  # unreadable, or a pickle that would run code: one line already
             raise SegmenterError(f"cannot load {weights} as InSPyReNet: {error}") from None
-        network = build_network(size)
         try:
             network.load_state_dict(state_dict, strict=True)
         except RuntimeError as error:
