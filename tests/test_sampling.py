@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from salient_outpaint.config import ScheduleConfig
-from salient_outpaint.sampling import SAMPLERS, ddim_sample, dpm_solver_sample, unipc_sample
+from salient_outpaint.sampling import SAMPLERS, TIMESTEPS, ddim_sample, dpm_solver_sample, unipc_sample
 from salient_outpaint.sampling.schedule import (add_noise, alphas_cumprod, leading_timesteps, linspace_timesteps,
                                                 predicted_clean_and_noise, velocity)
 
@@ -82,6 +82,13 @@ def test_sampler_follows_the_reference_step_by_step(name):
     seen_timesteps, trajectory = run_recording(SAMPLER_OF[sampler], steps, prediction_type, eta)
     assert seen_timesteps == FIXTURE[f"{name}.timesteps"].tolist()
     torch.testing.assert_close(trajectory, FIXTURE[f"{name}.trajectory"], **TOLERANCE)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_timesteps_table_says_where_each_sampler_calls_the_model(sampler):
+    """The pipeline times the ControlNet (control_start / control_end) by these timesteps."""
+    seen_timesteps, _ = run_recording(SAMPLERS[sampler], 7, "epsilon")
+    assert seen_timesteps == TIMESTEPS[sampler](7, 1000)
 
 
 def test_ancestral_ddim_depends_on_the_generator():
