@@ -13,7 +13,7 @@
 
 The mask is white where the object is: --mask, else the image's alpha channel, else its plain backdrop,
 else what --segmenter finds (soft, as the authors use it; --mask-threshold/--mask-grow make it binary);
-a mask not given as a file is written as <name>_mask.png. Photos of any size are painted at the model's working size
+a mask the segmenter made is written as <name>_mask.png. Photos of any size are painted at the model's working size
 (--resolution; 512 px for SD2) and come back at their own size with their own object pixels; --raw
 keeps the model's output at the working size. Writes <name>_<k>.png and <name>_grid.png (input |
 mask | results) per input to --out; inputs whose outputs are there already are skipped (--overwrite

@@ -3,7 +3,7 @@
     inputs --(jobs_from_images / jobs_from_manifest)--> jobs: image, mask, prompt, output name
     output folder --(prepare_output_folder)--> created and writable, before any model loads
     each job's mask: its file, or else the photo's alpha or plain backdrop, or else a segmenter's
-        (find_mask), then written as OUT/<name>_mask.png
+        (find_mask), which is written as OUT/<name>_mask.png
     each job --(photo.outpaint_photo, in micro-batches)--> OUT/<name>_<k>.png, each written as soon
         as it exists, then OUT/<name>_grid.png (input | mask | the first images), written last
 
@@ -116,18 +116,18 @@ def is_done(out: Path, job: Job, num_images: int) -> bool:
     return all(path.is_file() for path in paths)
 
 
-def load_job(job: Job, find_mask: MaskFinder | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(3, H, W) in [-1, 1], (1, H, W) in [0, 1]. Without a mask file: the alpha channel, the plain
-    backdrop, or else what `find_mask` (a segmenter) finds."""
+def load_job(job: Job, find_mask: MaskFinder | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(3, H, W) in [-1, 1], (1, H, W) in [0, 1], and whether a segmenter made the mask. Without a mask
+    file: the alpha channel, the plain backdrop, or else what `find_mask` finds."""
     if job.mask is not None:
-        return load_image(job.image), load_mask(job.mask)
+        return load_image(job.image), load_mask(job.mask), False
     try:
-        return load_rgba_as_image_and_mask(job.image)
+        return *load_rgba_as_image_and_mask(job.image), False
     except NoMaskInImage:
         if find_mask is None:
             raise
     image = load_image(job.image)
-    return image, find_mask(image, job.image)
+    return image, find_mask(image, job.image), True
 
 
 def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], out: Path, num_images: int, batch_size: int,
@@ -135,7 +135,7 @@ def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], out: Path, num_images
               resolution: int | None = None, raw: bool = False, overwrite: bool = False,
               find_mask: MaskFinder | None = None) -> Summary:
     """Every job's num_images results into `out`, batch_size at a time; one progress bar for all. A mask
-    not given as a file is written beside them as <name>_mask.png."""
+    made by the segmenter is written beside them as <name>_mask.png."""
     summary = Summary()
     area_side = resolution or pipeline.models.config.image_size
     with tqdm(total=len(jobs) * num_images, unit="image", desc="outpaint") as progress:
@@ -147,8 +147,8 @@ def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], out: Path, num_images
             progress.set_postfix_str(job.image.name)
             written = 0
             try:
-                image, mask = load_job(job, find_mask)
-                if job.mask is None:  # found here, not given: show which
+                image, mask, segmented = load_job(job, find_mask)
+                if segmented:  # not the user's: show which object was taken
                     save_image(mask_as_image(mask), mask_path(out, job.name))
                 tile = working_size(*image.shape[-2:], area_side)
                 generator = torch.Generator().manual_seed(seed)

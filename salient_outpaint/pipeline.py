@@ -56,6 +56,9 @@ def controlnet_steps(steps: int, start: float, end: float) -> list[bool]:
     return [not (index / steps < start or (index + 1) / steps > end) for index in range(steps)]
 
 
+RANGE_SLACK = 0.01
+
+
 def check_object_mask(object_mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """(1, H, W) mask in [0, 1], 1 = object, binary or soft -> the same mask as float32; refuses masks
     that leave nothing to do. The U-Net sees the object where the paint mask 1 - object_mask is below 0.5."""
@@ -63,9 +66,11 @@ def check_object_mask(object_mask: torch.Tensor, image: torch.Tensor) -> torch.T
         raise InputError(f"the mask is {tuple(object_mask.shape[-2:])} (H, W) but the image is "
                          f"{tuple(image.shape[-2:])}; give a mask of the image's size")
     object_mask = object_mask.float()
-    if object_mask.min() < 0 or object_mask.max() > 1:
+    # An antialiased resize overshoots [0, 1] by rounding; values far outside are a mask in another unit.
+    if object_mask.min() < -RANGE_SLACK or object_mask.max() > 1 + RANGE_SLACK:
         raise InputError(f"the mask holds values from {float(object_mask.min()):g} to {float(object_mask.max()):g}; "
                          "expected [0, 1] (white = object)")
+    object_mask = object_mask.clamp(0, 1)
     painted = conditioning.binary_paint_mask(conditioning.paint_mask_from_object(object_mask))
     if painted.all():
         raise InputError("the mask is empty: it marks no object pixel (white = object; a soft mask counts "
