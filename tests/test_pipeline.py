@@ -107,6 +107,13 @@ def test_mask_values_outside_0_1_are_refused(pipeline):
         pipeline(image, mask * 255, "a prompt", options=FAST)
 
 
+def test_a_resize_overshoot_of_the_mask_range_is_clamped(pipeline):
+    """An antialiased resize (photo.py) leaves values a rounding past 0 and 1: read as 0 and 1."""
+    image, mask = scene()
+    overshoot = mask * (1 + 1e-6) - 1e-6 * (1 - mask)
+    assert torch.equal(run(pipeline, inputs=(image, overshoot)), run(pipeline, inputs=(image, mask)))
+
+
 def test_controlnet_steps_follow_the_authors_rule():
     assert controlnet_steps(10, 0.2, 0.8) == [False] * 2 + [True] * 6 + [False] * 2
     assert controlnet_steps(8, 0.2, 0.8) == [False] * 2 + [True] * 4 + [False] * 2  # 2/8 < 0.2 is false; 7/8 > 0.8
