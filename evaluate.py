@@ -4,10 +4,12 @@
   python evaluate.py --generate --toy 50 --num-images 2 --out runs/eval_toy
   # your inputs (a JSONL manifest) and images made elsewhere, one folder per method
   python evaluate.py --inputs manifest.jsonl --generated ours=out/ours si2=out/si2 \\
-      --segmenter sam --sam-checkpoint weights/sam_vit_h_4b8939.pth --sam-type vit_h --out runs/eval
+      --segmenter sam --mask-weights weights/sam_vit_h_4b8939.pth --out runs/eval
+  # the authors' measure: the salient-object detector on each output (pip install -e ".[mask]")
+  python evaluate.py ... --segmenter inspyrenet --mask-weights weights/ckpt_base.pth
   # or generate them here with SD2-inpainting, with and without the ControlNet, on the same noise
   python evaluate.py --inputs manifest.jsonl --generate --checkpoint weights/stable-diffusion-2-inpainting \\
-      --controlnet weights/photo-background-generation/controlnet --sam-checkpoint ... --out runs/eval
+      --controlnet weights/photo-background-generation/controlnet --mask-weights ... --out runs/eval
 
 Manifest lines: {"id": "0001", "image": "0001.png", "mask": "0001_mask.png", "prompt": "...",
 "category": "kitchen"} (paths relative to the manifest; id and category optional). Generated images
@@ -32,6 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     from salient_outpaint.config import PRESETS
     from salient_outpaint.precision import add_dtype_argument
     from salient_outpaint.sampling import SAMPLERS
+    from salient_outpaint.segmentation import SEGMENTERS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_argument_group("inputs and images")
@@ -59,12 +62,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add_dtype_argument(generation, what="the generating networks are stored and run in")
     metrics = parser.add_argument_group("metrics")
-    metrics.add_argument("--segmenter", choices=["colour", "sam"],
-                         help="how the object is found again: sam (the paper's) or colour (toy world); "
-                              "default: colour with --toy, else sam")
-    metrics.add_argument("--sam-checkpoint", help="a segment-anything checkpoint, e.g. sam_vit_h_4b8939.pth")
-    metrics.add_argument("--sam-type", choices=["vit_b", "vit_l", "vit_h"], default="vit_h",
-                         help="(default: vit_h)")
+    metrics.add_argument("--segmenter", choices=list(SEGMENTERS),
+                         help="how the object is found again: sam (the paper's, prompted inside the original "
+                              "mask), inspyrenet (the authors' notebook: the salient object of the output) or "
+                              "colour (toy world); default: colour with --toy, else sam")
+    metrics.add_argument("--mask-weights", "--sam-checkpoint", dest="mask_weights",
+                         help="the segmenter's weights: a segment-anything checkpoint (sam_vit_h_4b8939.pth) "
+                              "or transparent-background's ckpt_base.pth")
+    metrics.add_argument("--sam-type", choices=["vit_b", "vit_l", "vit_h"],
+                         help="SAM's size (default: read from the weights)")
     metrics.add_argument("--fid-weights", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth: enables FID")
     metrics.add_argument("--real", help="folder of real images for FID (default: the input images)")
     metrics.add_argument("--lpips-backbone", choices=["alex", "vgg"], default="alex", help="(default: alex)")
@@ -84,13 +90,15 @@ def check_metric_options(args) -> None:
     from salient_outpaint.evaluation.fid_inception import FID_WEIGHTS_NAME
     from salient_outpaint.evaluation.lpips import BACKBONES
     from salient_outpaint.evaluation.run import check_weight_file
-    from salient_outpaint.evaluation.segmenters import SAM_CHECKPOINT_NAMES
+    from salient_outpaint.segmentation import inspyrenet, sam
 
-    if segmenter_name(args) == "sam" and not args.sam_checkpoint:
-        raise ValueError("measuring expansion with SAM needs --sam-checkpoint (e.g. sam_vit_h_4b8939.pth); "
+    expected = {"sam": " or ".join(sam.SAM_CHECKPOINT_NAMES.values()), "inspyrenet": inspyrenet.CHECKPOINT_NAME}
+    name = segmenter_name(args)
+    if name in expected and not args.mask_weights:
+        raise ValueError(f"measuring expansion with {name} needs --mask-weights ({expected[name]}); "
                          "for toy-world images give --segmenter colour")
-    if args.sam_checkpoint:
-        check_weight_file(args.sam_checkpoint, "--sam-checkpoint", SAM_CHECKPOINT_NAMES[args.sam_type])
+    if name in expected:
+        check_weight_file(args.mask_weights, "--mask-weights", expected[name])
     if args.fid_weights:
         check_weight_file(args.fid_weights, "--fid-weights", FID_WEIGHTS_NAME)
     if args.lpips_weights:
@@ -137,15 +145,13 @@ def load_metric_networks(args, notes: list[str]) -> dict:
     from salient_outpaint.evaluation.fid_inception import load_fid_inception
     from salient_outpaint.evaluation.lpips import load_lpips
     from salient_outpaint.evaluation.run import load_weights
-    from salient_outpaint.evaluation.segmenters import ColourSegmenter, SAMSegmenter
+    from salient_outpaint.segmentation import make_segmenter
 
     networks = dict.fromkeys(["segmenter", "clip", "inception", "lpips"])
-    if segmenter_name(args) == "colour":
-        networks["segmenter"] = ColourSegmenter()
-    else:
-        networks["segmenter"] = load_weights(SAMSegmenter.from_checkpoint, args.sam_checkpoint,
-                                             f"SAM {args.sam_type}", args.sam_checkpoint, args.sam_type,
-                                             device=args.device)
+    name = segmenter_name(args)
+    options = {"model_type": args.sam_type} if name == "sam" else {}
+    networks["segmenter"] = load_weights(make_segmenter, args.mask_weights, f"the {name} segmenter", name,
+                                         args.mask_weights, args.device, **options)
     if args.clip_checkpoint:
         networks["clip"] = load_weights(load_clip_embedder, args.clip_checkpoint, f"open_clip {args.clip_model}",
                                         args.clip_model, args.clip_checkpoint, args.device)
@@ -222,7 +228,7 @@ def evaluate(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    with warnings.catch_warnings():  # warnings (a binarised mask, a truncated prompt) as one line each
+    with warnings.catch_warnings():  # warnings (a truncated prompt) as one line each
         warnings.showwarning = lambda message, *rest: print(f"warning: {message}", file=sys.stderr)
         try:
             evaluate(args)

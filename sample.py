@@ -6,9 +6,14 @@
   python sample.py --image cutout.png --prompt "..." ...   # RGBA: the alpha channel is the mask
   python sample.py --image photos/ --mask masks/ --prompt "..." ...   # a folder: masks named like the photos
   python sample.py --inputs manifest.jsonl ...      # per-photo mask and prompt (evaluate.py's format)
+  python sample.py --image photo.jpg --prompt "..." --mask-weights weights/ckpt_base.pth --preset-sampling authors
+      # a bare photo: InSPyReNet finds the object (pip install -e ".[mask]"), sampled as in the authors' notebook
+  python sample.py --image photo.jpg --prompt "..." --segmenter sam --mask-weights sam_vit_h_4b8939.pth --point 410,300
   python sample.py ... --no-controlnet              # the SI2 baseline (equal to --control-scale 0)
 
-The mask is white where the object is. Photos of any size are painted at the model's working size
+The mask is white where the object is: --mask, else the image's alpha channel, else its plain backdrop,
+else what --segmenter finds (soft, as the authors use it; --mask-threshold/--mask-grow make it binary);
+a mask the segmenter made is written as <name>_mask.png. Photos of any size are painted at the model's working size
 (--resolution; 512 px for SD2) and come back at their own size with their own object pixels; --raw
 keeps the model's output at the working size. Writes <name>_<k>.png and <name>_grid.png (input |
 mask | results) per input to --out; inputs whose outputs are there already are skipped (--overwrite
@@ -24,10 +29,13 @@ from pathlib import Path
 from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS
 
 MAX_SEED = 2**63 - 1
+SAMPLING_FLAGS = ("steps", "guidance", "control_scale", "sampler")  # set by --preset-sampling unless given
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     from salient_outpaint.config import PRESETS
+    from salient_outpaint.pipeline import SAMPLING_PRESETS, SamplingOptions
+    from salient_outpaint.segmentation import SEGMENTERS
     from salient_outpaint.device import default_device
     from salient_outpaint.precision import add_dtype_argument
     from salient_outpaint.sampling import SAMPLERS
@@ -42,11 +50,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     inputs.add_argument("--inputs", metavar="MANIFEST", help="JSONL, one {id, image, mask, prompt} per line, "
                                                              "instead of --image/--mask/--prompt")
     parser.add_argument("--negative-prompt", default="", help="what to steer away from (default: none)")
-    parser.add_argument("--steps", type=int, default=20, help="sampling steps (default: 20)")
-    parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default: 7.5)")
-    parser.add_argument("--control-scale", type=float, default=1.0,
-                        help="ControlNet strength; 0 gives plain SI2 (default: 1.0)")
-    parser.add_argument("--sampler", choices=sorted(SAMPLERS), default="dpm++2m", help="(default: dpm++2m)")
+    masks = parser.add_argument_group("automatic masks (a photo without --mask, alpha or plain backdrop)")
+    masks.add_argument("--segmenter", choices=SEGMENTERS, default="inspyrenet",
+                       help="inspyrenet: the salient object, as the authors (pip install -e '.[mask]'); sam: the "
+                            "object at --point/--box; colour: the toy world's (default: inspyrenet)")
+    masks.add_argument("--mask-weights", help="the segmenter's weights: transparent-background's ckpt_base.pth, "
+                                              "or a segment-anything checkpoint")
+    masks.add_argument("--point", action="append", default=[], type=point, metavar="X,Y",
+                       help="a pixel on the object (repeatable; sam, colour)")
+    masks.add_argument("--box", type=box, metavar="X0,Y0,X1,Y1", help="a box around the object (sam, colour)")
+    masks.add_argument("--mask-threshold", type=float, help="make the mask binary, cut at this value in (0, 1] "
+                                                            "(default: soft, as the authors)")
+    masks.add_argument("--mask-grow", type=int, default=0, help="grow the mask by pixels, negative shrinks "
+                                                                "(makes it binary; default: 0)")
+    sampling = parser.add_argument_group("sampling (explicit flags override --preset-sampling)")
+    sampling.add_argument("--preset-sampling", choices=sorted(SAMPLING_PRESETS),
+                          help="authors: the authors' notebook, UniPC, 20 steps, guidance 7.5, control scale 1")
+    default = SamplingOptions()
+    sampling.add_argument("--steps", type=int, help=f"sampling steps (default: {default.steps})")
+    sampling.add_argument("--guidance", type=float, help=f"classifier-free guidance scale (default: {default.guidance})")
+    sampling.add_argument("--control-scale", type=float,
+                          help=f"ControlNet strength; 0 gives plain SI2 (default: {default.control_scale})")
+    sampling.add_argument("--sampler", choices=sorted(SAMPLERS), help=f"(default: {default.sampler})")
+    sampling.add_argument("--control-start", type=float, default=0.0,
+                          help="the fraction of the steps after which the ControlNet starts acting (default: 0)")
+    sampling.add_argument("--control-end", type=float, default=1.0,
+                          help="the fraction of the steps after which it stops (default: 1)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM noise (default: 0, deterministic)")
     parser.add_argument("--seed", type=int, default=0, help="every input starts from this seed (default: 0)")
     parser.add_argument("--num-images", type=int, default=4, help="images per input (default: 4)")
@@ -71,22 +100,61 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def numbers(text: str, count: int, what: str) -> tuple[float, ...]:
+    values = text.split(",")
+    try:
+        if len(values) == count:
+            return tuple(float(value) for value in values)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected {what}, e.g. {','.join(['10'] * count)}; got {text!r}")
+
+
+def point(text: str) -> tuple[float, float]:
+    return numbers(text, 2, "X,Y in pixels")
+
+
+def box(text: str) -> tuple[float, float, float, float]:
+    return numbers(text, 4, "X0,Y0,X1,Y1 in pixels")
+
+
+def sampling_options(args):
+    """The options of --preset-sampling (or the defaults), overridden by the flags given explicitly."""
+    from dataclasses import replace
+
+    from salient_outpaint.pipeline import SAMPLING_PRESETS, SamplingOptions
+
+    base = SAMPLING_PRESETS[args.preset_sampling] if args.preset_sampling else SamplingOptions()
+    given = {name: getattr(args, name) for name in SAMPLING_FLAGS if getattr(args, name) is not None}
+    options = replace(base, **given, eta=args.eta, control_start=args.control_start, control_end=args.control_end)
+    return replace(options, control_scale=0.0) if args.no_controlnet else options
+
+
 def check_args(args) -> None:
     """Every flag in range, before anything is loaded."""
     from salient_outpaint.config import PRESETS
     from salient_outpaint.device import check_device
 
+    options = sampling_options(args)
     for flag, value in (("--num-images", args.num_images), ("--batch-size", args.batch_size),
-                        ("--steps", args.steps)):
+                        ("--steps", options.steps)):
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
     most_steps = min(config.schedule.num_train_timesteps for config in PRESETS.values()) - 1  # see check_steps
-    if args.steps > most_steps:
-        raise ValueError(f"--steps must be at most {most_steps}, got {args.steps}")
-    for flag, value in (("--guidance", args.guidance), ("--control-scale", args.control_scale),
+    if options.steps > most_steps:
+        raise ValueError(f"--steps must be at most {most_steps}, got {options.steps}")
+    for flag, value in (("--guidance", options.guidance), ("--control-scale", options.control_scale),
                         ("--eta", args.eta)):
         if value < 0:
             raise ValueError(f"{flag} must not be negative, got {value}")
+    if not 0 <= args.control_start < args.control_end <= 1:
+        raise ValueError(f"--control-start {args.control_start:g} and --control-end {args.control_end:g} must "
+                         "satisfy 0 <= start < end <= 1 (fractions of the steps)")
+    if args.mask_threshold is not None and not 0 < args.mask_threshold <= 1:
+        raise ValueError(f"--mask-threshold must be in (0, 1], got {args.mask_threshold:g}")
+    if (args.point or args.box) and args.segmenter == "inspyrenet":
+        raise ValueError("--point and --box say which object to take; InSPyReNet finds the salient object by "
+                         "itself: give --segmenter sam (or colour for the toy world)")
     if not 0 <= args.seed <= MAX_SEED:
         raise ValueError(f"--seed must be in [0, 2**63 - 1], got {args.seed}")
     if args.resolution is not None and (args.resolution < 8 or args.resolution % 8):
@@ -109,12 +177,27 @@ def list_jobs(args):
     return jobs_from_images(TOY_EXAMPLE / "object.png", Path(args.mask or TOY_EXAMPLE / "mask.png"), prompt)
 
 
+def mask_finder(args):
+    """(image, path) -> object mask, for photos without one: --segmenter, loaded when a photo first needs it."""
+    from salient_outpaint.segmentation import SegmentPrompt, automatic_mask, make_segmenter
+
+    prompt = SegmentPrompt(points=tuple(args.point), box=args.box)
+    loaded = []
+
+    def find_mask(image, path: Path):
+        if not loaded:
+            loaded.append(make_segmenter(args.segmenter, args.mask_weights, args.device))
+        return automatic_mask(loaded[0], image, prompt, args.mask_threshold, args.mask_grow, name=str(path))
+
+    return find_mask
+
+
 def generate(args) -> int:
     from salient_outpaint.batch import prepare_output_folder, run_batch
     from salient_outpaint.checkpoints import CheckpointError
     from salient_outpaint.loading import load_models
     from salient_outpaint.modules.models import compile_models
-    from salient_outpaint.pipeline import OutpaintPipeline, SamplingOptions
+    from salient_outpaint.pipeline import OutpaintPipeline
 
     try:
         check_args(args)
@@ -127,10 +210,9 @@ def generate(args) -> int:
     except (CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    options = SamplingOptions(steps=args.steps, guidance=args.guidance, sampler=args.sampler, eta=args.eta,
-                              control_scale=0.0 if args.no_controlnet else args.control_scale)
-    summary = run_batch(OutpaintPipeline(models, args.device), jobs, out, args.num_images, args.batch_size, options,
-                        args.negative_prompt, args.seed, args.resolution, args.raw, args.overwrite)
+    summary = run_batch(OutpaintPipeline(models, args.device), jobs, out, args.num_images, args.batch_size,
+                        sampling_options(args), args.negative_prompt, args.seed, args.resolution, args.raw,
+                        args.overwrite, find_mask=mask_finder(args))
     print(f"wrote {summary.images} images for {len(summary.done)} of {len(jobs)} inputs to {out}"
           + (f"; {len(summary.skipped)} already done, skipped (--overwrite redoes them)" if summary.skipped else ""))
     if summary.failed:
@@ -144,7 +226,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     args = parse_args(argv)
-    with warnings.catch_warnings():  # warnings (binarised mask, truncated prompt) as one line each
+    with warnings.catch_warnings():  # warnings (a truncated prompt) as one line each
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *rest: tqdm.write(f"warning: {message}", file=sys.stderr)
         return generate(args)

@@ -2,6 +2,8 @@
 
     inputs --(jobs_from_images / jobs_from_manifest)--> jobs: image, mask, prompt, output name
     output folder --(prepare_output_folder)--> created and writable, before any model loads
+    each job's mask: its file, or else the photo's alpha or plain backdrop, or else a segmenter's
+        (find_mask), which is written as OUT/<name>_mask.png
     each job --(photo.outpaint_photo, in micro-batches)--> OUT/<name>_<k>.png, each written as soon
         as it exists, then OUT/<name>_grid.png (input | mask | the first images), written last
 
@@ -15,24 +17,26 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
 
-from .data.images import (IMAGE_SUFFIXES, images_in, load_image, load_mask, load_rgba_as_image_and_mask,
-                          make_grid, mask_as_image, save_image)
+from .data.images import (IMAGE_SUFFIXES, NoMaskInImage, images_in, load_image, load_mask,
+                          load_rgba_as_image_and_mask, make_grid, mask_as_image, save_image)
 from .data.manifest import read_manifest
 from .photo import outpaint_photo, resize, working_size
 from .pipeline import OutpaintPipeline, SamplingOptions
 
 GRID_IMAGES = 8  # results shown in a grid; more would make it unwieldy, and all are written anyway
+MaskFinder = Callable[[torch.Tensor, Path], torch.Tensor]  # (image (3, H, W), its path) -> (1, H, W) in [0, 1]
 
 
 @dataclass(frozen=True)
 class Job:
     name: str  # outputs: <name>_<k>.png, <name>_grid.png
     image: Path
-    mask: Path | None  # white = object; None: the image's alpha channel, or its plain backdrop
+    mask: Path | None  # white = object; None: the image's alpha channel, its plain backdrop, or a segmenter
     prompt: str
 
 
@@ -99,6 +103,10 @@ def output_path(out: Path, name: str, index: int) -> Path:
     return out / f"{name}_{index}.png"
 
 
+def mask_path(out: Path, name: str) -> Path:
+    return out / f"{name}_mask.png"
+
+
 def grid_path(out: Path, name: str) -> Path:
     return out / f"{name}_grid.png"
 
@@ -108,17 +116,26 @@ def is_done(out: Path, job: Job, num_images: int) -> bool:
     return all(path.is_file() for path in paths)
 
 
-def load_job(job: Job) -> tuple[torch.Tensor, torch.Tensor]:
-    """(3, H, W) in [-1, 1], (1, H, W) in [0, 1]."""
-    if job.mask is None:
-        return load_rgba_as_image_and_mask(job.image)
-    return load_image(job.image), load_mask(job.mask)
+def load_job(job: Job, find_mask: MaskFinder | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(3, H, W) in [-1, 1], (1, H, W) in [0, 1], and whether a segmenter made the mask. Without a mask
+    file: the alpha channel, the plain backdrop, or else what `find_mask` finds."""
+    if job.mask is not None:
+        return load_image(job.image), load_mask(job.mask), False
+    try:
+        return *load_rgba_as_image_and_mask(job.image), False
+    except NoMaskInImage:
+        if find_mask is None:
+            raise
+    image = load_image(job.image)
+    return image, find_mask(image, job.image), True
 
 
 def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], out: Path, num_images: int, batch_size: int,
               options: SamplingOptions = SamplingOptions(), negative_prompt: str = "", seed: int = 0,
-              resolution: int | None = None, raw: bool = False, overwrite: bool = False) -> Summary:
-    """Every job's num_images results into `out`, batch_size at a time; one progress bar for all."""
+              resolution: int | None = None, raw: bool = False, overwrite: bool = False,
+              find_mask: MaskFinder | None = None) -> Summary:
+    """Every job's num_images results into `out`, batch_size at a time; one progress bar for all. A mask
+    made by the segmenter is written beside them as <name>_mask.png."""
     summary = Summary()
     area_side = resolution or pipeline.models.config.image_size
     with tqdm(total=len(jobs) * num_images, unit="image", desc="outpaint") as progress:
@@ -130,7 +147,9 @@ def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], out: Path, num_images
             progress.set_postfix_str(job.image.name)
             written = 0
             try:
-                image, mask = load_job(job)
+                image, mask, segmented = load_job(job, find_mask)
+                if segmented:  # not the user's: show which object was taken
+                    save_image(mask_as_image(mask), mask_path(out, job.name))
                 tile = working_size(*image.shape[-2:], area_side)
                 generator = torch.Generator().manual_seed(seed)
                 shown = [resize(image, tile, "bicubic").clamp(-1, 1), mask_as_image(resize(mask, tile, "bilinear"))]

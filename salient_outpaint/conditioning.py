@@ -5,6 +5,9 @@ Three masks meet here, and mixing them up is the classic bug:
   paint_mask   1 = the region the inpainting model paints (= 1 - object_mask when outpainting)
   control      the paint mask as a 3-channel image in [0, 1] (white = background to paint),
                the ControlNet's input in the authors' release
+Masks may be soft, as a salient-object detector's map is. As in the authors' notebook, the soft map
+reaches the ControlNet as it is, while the U-Net's mask channel and the masked image read it binarised
+at 0.5 (paint where paint_mask >= 0.5), as SD inpainting was trained. Binary masks pass both unchanged.
 Training and sampling both build their inputs with these functions, so they cannot disagree.
 """
 from __future__ import annotations
@@ -18,19 +21,24 @@ def paint_mask_from_object(object_mask: torch.Tensor) -> torch.Tensor:
     return 1.0 - object_mask
 
 
+def binary_paint_mask(paint_mask: torch.Tensor) -> torch.Tensor:
+    """What the U-Net reads of a possibly soft paint mask: 1 where paint_mask >= 0.5, else 0."""
+    return (paint_mask >= 0.5).to(paint_mask.dtype)
+
+
 def masked_image(image: torch.Tensor, paint_mask: torch.Tensor) -> torch.Tensor:
     """Blank (set to 0, mid-grey in [-1, 1]) the region to paint, as SD inpainting was trained."""
-    return image * (paint_mask < 0.5)
+    return image * (paint_mask < 0.5)  # the complement of binary_paint_mask, as a bool: keeps image's dtype
 
 
 def control_image(paint_mask: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) paint mask -> (B, 3, H, W) control image in [0, 1]."""
+    """(B, 1, H, W) paint mask, soft or binary -> (B, 3, H, W) control image in [0, 1], kept soft."""
     return paint_mask.expand(-1, 3, -1, -1)
 
 
 def latent_mask(paint_mask: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor:
-    """The paint mask at latent resolution, nearest-neighbour as in the SD inpainting pipeline."""
-    return F.interpolate(paint_mask, size=latent_size, mode="nearest")
+    """The binarised paint mask at latent resolution, nearest-neighbour as in the SD inpainting pipeline."""
+    return F.interpolate(binary_paint_mask(paint_mask), size=latent_size, mode="nearest")
 
 
 def unet_input(noisy_latents: torch.Tensor, mask_latent: torch.Tensor,

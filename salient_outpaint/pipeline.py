@@ -1,13 +1,12 @@
 """Object photo + object mask + prompt -> new backgrounds around the untouched object.
 
-    image, object mask --(conditioning.py)--> paint mask, masked image, control image
+    image, object mask (binary or soft) --(conditioning.py)--> paint mask, masked image, control image
     prompt, negative prompt --(text.py)--> context (2N, 77, D) for classifier-free guidance
     masked image --(vae.encode)--> masked-image latents;  noise --(sampler + U-Net + ControlNet)--> latents
     latents --(vae.decode)--> images;  optionally paste the original object pixels back
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +16,7 @@ from . import conditioning
 from .data.masks import feathered_paste
 from .modules.models import Models, dtype_of
 from .modules.text import Tokenizer, encode_prompts
-from .sampling import SAMPLERS
+from .sampling import SAMPLERS, TIMESTEPS
 from .sampling.schedule import alphas_cumprod
 
 
@@ -34,21 +33,51 @@ class SamplingOptions:
     eta: float = 0.0  # DDIM only
     paste_back: bool = False  # put the original object pixels back (the VAE round trip is lossy)
     feather: int = 2  # pixels of soft edge for the paste-back
+    control_start: float = 0.0  # the ControlNet acts from this fraction of the steps ...
+    control_end: float = 1.0  # ... to this one (diffusers' control_guidance_start / _end)
+
+
+# Named settings, as a whole: "authors" is the authors' notebook (UniPC, 20 steps, guidance 7.5, the
+# ControlNet at full scale; their pipeline's own default scale is 0.5), for one-to-one comparisons.
+SAMPLING_PRESETS = {"authors": SamplingOptions(sampler="unipc", steps=20, guidance=7.5, control_scale=1.0)}
+
+
+def check_options(options: SamplingOptions) -> None:
+    if options.sampler not in SAMPLERS:
+        raise InputError(f"unknown sampler {options.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if not 0.0 <= options.control_start < options.control_end <= 1.0:
+        raise InputError(f"control start {options.control_start:g} and end {options.control_end:g} must satisfy "
+                         "0 <= start < end <= 1 (fractions of the sampling steps)")
+
+
+def controlnet_steps(steps: int, start: float, end: float) -> list[bool]:
+    """Whether the ControlNet acts at each step: at step i of n unless i / n < start or (i + 1) / n > end,
+    the rule of the authors' (and diffusers') pipeline. E.g. 10 steps, start 0.2, end 0.8: steps 2 to 7."""
+    return [not (index / steps < start or (index + 1) / steps > end) for index in range(steps)]
+
+
+RANGE_SLACK = 0.01
 
 
 def check_object_mask(object_mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """(1, H, W) mask in [0, 1], 1 = object -> binary mask; refuses masks that leave nothing to do."""
+    """(1, H, W) mask in [0, 1], 1 = object, binary or soft -> the same mask as float32; refuses masks
+    that leave nothing to do. The U-Net sees the object where the paint mask 1 - object_mask is below 0.5."""
     if object_mask.shape[-2:] != image.shape[-2:]:
         raise InputError(f"the mask is {tuple(object_mask.shape[-2:])} (H, W) but the image is "
                          f"{tuple(image.shape[-2:])}; give a mask of the image's size")
-    binary = (object_mask >= 0.5).to(image.dtype)
-    if not torch.equal(binary, object_mask.to(image.dtype)):
-        warnings.warn("the mask was not binary; it was binarised at 0.5", stacklevel=3)
-    if not binary.any():
-        raise InputError("the mask is empty: it marks no object pixel (white = object)")
-    if binary.all():
+    object_mask = object_mask.float()
+    # An antialiased resize overshoots [0, 1] by rounding; values far outside are a mask in another unit.
+    if object_mask.min() < -RANGE_SLACK or object_mask.max() > 1 + RANGE_SLACK:
+        raise InputError(f"the mask holds values from {float(object_mask.min()):g} to {float(object_mask.max()):g}; "
+                         "expected [0, 1] (white = object)")
+    object_mask = object_mask.clamp(0, 1)
+    painted = conditioning.binary_paint_mask(conditioning.paint_mask_from_object(object_mask))
+    if painted.all():
+        raise InputError("the mask is empty: it marks no object pixel (white = object; a soft mask counts "
+                         "from 0.5)")
+    if not painted.any():
         raise InputError("the mask covers the whole image: there is no background to paint")
-    return binary
+    return object_mask
 
 
 def pad_to_multiple(tensor: torch.Tensor, multiple: int, value: float) -> torch.Tensor:
@@ -65,15 +94,22 @@ class OutpaintPipeline:
         self.alphas_cumprod = alphas_cumprod(models.config.schedule)
 
     def denoiser(self, mask_latent, masked_latents, context, control, options: SamplingOptions):
-        """The model the sampler sees: x_t, t -> guided prediction, U-Net steered by the ControlNet."""
+        """The model the sampler sees: x_t, t -> guided prediction, U-Net steered by the ControlNet.
+
+        The samplers call it once per step with distinct timesteps, so the steps the ControlNet acts on
+        (control_start / control_end) are known by their timesteps; outside them it is not run at all,
+        which equals running it at scale 0."""
         unet, controlnet = self.models.unet, self.models.controlnet
         guided = options.guidance > 1.0
+        timesteps = TIMESTEPS[options.sampler](options.steps, len(self.alphas_cumprod))
+        controlled = {t for t, active in zip(timesteps, controlnet_steps(options.steps, options.control_start,
+                                                                         options.control_end)) if active}
 
         def denoise(latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
             doubled = torch.cat([latents] * 2) if guided else latents
             unet_input = conditioning.unet_input(doubled, mask_latent, masked_latents)  # (2N, 9, h, w)
             residuals = None
-            if controlnet is not None:
+            if controlnet is not None and int(timestep) in controlled:
                 dtype = dtype_of(controlnet)
                 residuals = controlnet(unet_input.to(dtype), timestep, context.to(dtype), control.to(dtype),
                                        options.control_scale).to(dtype_of(unet))
@@ -95,8 +131,7 @@ class OutpaintPipeline:
 
         Random draws, in order: the initial noise (unless `latents` is given), then the sample of the
         masked image's latent posterior; the same order as the reference pipelines."""
-        if options.sampler not in SAMPLERS:
-            raise InputError(f"unknown sampler {options.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        check_options(options)
         config, vae = self.models.config, self.models.vae
         object_mask = check_object_mask(object_mask, image)
         height, width = image.shape[-2:]
@@ -126,6 +161,7 @@ class OutpaintPipeline:
         latents = sample(denoise, latents, options.steps, self.alphas_cumprod, config.schedule.prediction_type,
                          eta=options.eta, generator=generator, progress=progress)
         images = vae.decode((latents / scale).to(dtype_of(vae))).float().clamp(-1.0, 1.0)[..., :height, :width].cpu()
-        if options.paste_back:
-            images = feathered_paste(images, image[None].cpu(), object_mask[None].cpu(), options.feather)
+        if options.paste_back:  # the object as the U-Net kept it: the binarised mask
+            kept_object = 1 - conditioning.binary_paint_mask(conditioning.paint_mask_from_object(object_mask))
+            images = feathered_paste(images, image[None].cpu(), kept_object[None].cpu(), options.feather)
         return images

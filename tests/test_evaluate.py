@@ -198,7 +198,7 @@ def test_own_images_need_sam_unless_the_colour_segmenter_is_asked_for(tmp_path, 
     manifest = make_inputs(tmp_path)
     folder = make_generated(manifest, tmp_path / "gen", grow=0)
     error = error_of(capsys, ["--inputs", str(manifest), "--generated", f"x={folder}", "--out", str(tmp_path / "r")])
-    assert "--sam-checkpoint" in error
+    assert "--mask-weights" in error
 
 
 def test_two_folders_of_one_name_are_refused(tmp_path, capsys):

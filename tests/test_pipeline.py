@@ -10,7 +10,7 @@ import sample as sample_cli
 from salient_outpaint.checkpoints import save_checkpoint
 from salient_outpaint.config import TOY
 from salient_outpaint.modules import build_models
-from salient_outpaint.pipeline import InputError, OutpaintPipeline, SamplingOptions
+from salient_outpaint.pipeline import InputError, OutpaintPipeline, SamplingOptions, controlnet_steps
 
 FAST = SamplingOptions(steps=3, guidance=3.0)
 
@@ -44,7 +44,7 @@ def run(pipeline, options=FAST, seed=0, **kwargs):
                     generator=torch.Generator().manual_seed(seed), **kwargs)
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "dpm++2m"])
+@pytest.mark.parametrize("sampler", ["ddim", "dpm++2m", "unipc"])
 def test_same_seed_same_images_other_seed_other_images(pipeline, sampler):
     options = SamplingOptions(steps=3, guidance=3.0, sampler=sampler)
     first, again, other = run(pipeline, options, 1), run(pipeline, options, 1), run(pipeline, options, 2)
@@ -89,11 +89,52 @@ def test_mask_of_another_size_is_refused(pipeline):
         pipeline(image, torch.ones(1, 32, 32), "a prompt", options=FAST)
 
 
-def test_soft_mask_is_binarised_with_a_warning(pipeline):
+def test_soft_mask_is_binarised_for_the_unet_and_kept_soft_for_the_controlnet(pipeline):
+    """A soft map with the same 0.5 contour as the binary mask: the U-Net reads the same mask, so without
+    the ControlNet the images are equal; the ControlNet reads the soft values, so with it they differ."""
     image, mask = scene()
-    with pytest.warns(UserWarning, match="binarised"):
-        soft = run(pipeline, inputs=(image, mask * 0.9))
-    assert torch.equal(soft, run(pipeline, inputs=(image, mask)))
+    soft = 0.1 + 0.8 * mask  # 0.9 on the object, 0.1 around it
+    si2 = SamplingOptions(steps=3, guidance=3.0, control_scale=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # soft masks are meant: no warning
+        assert torch.equal(run(pipeline, si2, inputs=(image, soft)), run(pipeline, si2, inputs=(image, mask)))
+        assert not torch.allclose(run(pipeline, inputs=(image, soft)), run(pipeline, inputs=(image, mask)))
+
+
+def test_mask_values_outside_0_1_are_refused(pipeline):
+    image, mask = scene()
+    with pytest.raises(InputError, match=r"expected \[0, 1\]"):
+        pipeline(image, mask * 255, "a prompt", options=FAST)
+
+
+def test_a_resize_overshoot_of_the_mask_range_is_clamped(pipeline):
+    """An antialiased resize (photo.py) leaves values a rounding past 0 and 1: read as 0 and 1."""
+    image, mask = scene()
+    overshoot = mask * (1 + 1e-6) - 1e-6 * (1 - mask)
+    assert torch.equal(run(pipeline, inputs=(image, overshoot)), run(pipeline, inputs=(image, mask)))
+
+
+def test_controlnet_steps_follow_the_authors_rule():
+    assert controlnet_steps(10, 0.2, 0.8) == [False] * 2 + [True] * 6 + [False] * 2
+    assert controlnet_steps(8, 0.2, 0.8) == [False] * 2 + [True] * 4 + [False] * 2  # 2/8 < 0.2 is false; 7/8 > 0.8
+    assert controlnet_steps(3, 0.0, 1.0) == [True] * 3
+    assert controlnet_steps(3, 0.5, 0.6) == [False] * 3  # a window narrower than a step holds none
+
+
+def test_controlnet_window_of_no_step_is_the_si2_baseline_and_a_full_window_the_default(pipeline):
+    empty_window = SamplingOptions(steps=3, guidance=3.0, control_start=0.5, control_end=0.6)
+    assert torch.equal(run(pipeline, empty_window), run(pipeline, SamplingOptions(steps=3, guidance=3.0,
+                                                                                 control_scale=0.0)))
+    first_step = SamplingOptions(steps=3, guidance=3.0, control_end=0.34)
+    assert not torch.allclose(run(pipeline, first_step), run(pipeline, empty_window))
+    assert not torch.allclose(run(pipeline, first_step), run(pipeline))
+
+
+@pytest.mark.parametrize("start, end", [(0.5, 0.5), (0.8, 0.2), (-0.1, 1.0), (0.0, 1.5)])
+def test_impossible_controlnet_windows_are_refused(pipeline, start, end):
+    image, mask = scene()
+    with pytest.raises(InputError, match="0 <= start < end <= 1"):
+        pipeline(image, mask, "a prompt", options=SamplingOptions(steps=3, control_start=start, control_end=end))
 
 
 def test_too_long_prompt_is_truncated_with_a_warning(pipeline):
@@ -217,7 +258,7 @@ def test_sample_cli_without_controlnet_weights_says_what_to_pass(tmp_path, capsy
     assert code == 2 and "--no-controlnet" in error_line(capsys)
 
 
-def test_sample_cli_warns_about_soft_masks_in_one_line(tmp_path, toy_folder, capsys):
+def test_sample_cli_takes_soft_masks_without_a_warning(tmp_path, toy_folder, capsys):
     image, _ = write_inputs(tmp_path)
     soft = Image.new("L", (64, 64), 0)
     soft.paste(200, (16, 16, 40, 40))
@@ -228,7 +269,7 @@ def test_sample_cli_warns_about_soft_masks_in_one_line(tmp_path, toy_folder, cap
                                 "--steps", "1", "--num-images", "1", "--checkpoint", str(toy_folder), "--preset",
                                 "toy", "--out", str(tmp_path / "out")])
     assert code == 0
-    assert "warning: the mask was not binary" in capsys.readouterr().err
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_sample_cli_reads_the_mask_from_alpha_or_a_plain_backdrop(tmp_path, toy_folder):

@@ -8,8 +8,10 @@ Tolerance: 1e-5 relative plus 1e-5 absolute, on latents of up to ~30 (a one-step
 x_t magnified by 1 / sqrt(a_999) ~ 15). Our schedule and step coefficients are float64 Python floats,
 diffusers' are float32 tensors (alphas_cumprod, and DPM-Solver's sigmas, are rounded to float32 before
 use), so the two differ by float32 rounding accumulated over the steps: measured at most 1.5e-5
-absolute (dpm_1_epsilon, latents ~30), 7e-7 of the largest latent, i.e. 21% of the tolerance.
-Reading alphas_cumprod one timestep off gives errors of 2e-3 to 2e-1, over 100 times the tolerance.
+absolute (dpm_1_epsilon, latents ~30), 7e-7 of the largest latent, i.e. 21% of the tolerance; UniPC's
+largest is the same one-step case (1.5e-5), its 20-step epsilon run 7.6e-6 on latents ~15.
+Reading alphas_cumprod one timestep off gives errors of 2e-3 to 2e-1, over 100 times the tolerance;
+a wrong second UniC weight (b_2 = b_1) 0.15.
 """
 from pathlib import Path
 
@@ -18,13 +20,13 @@ import torch
 from safetensors.torch import load_file
 
 from salient_outpaint.config import ScheduleConfig
-from salient_outpaint.sampling import SAMPLERS, ddim_sample, dpm_solver_sample
+from salient_outpaint.sampling import SAMPLERS, TIMESTEPS, ddim_sample, dpm_solver_sample, unipc_sample
 from salient_outpaint.sampling.schedule import (add_noise, alphas_cumprod, leading_timesteps, linspace_timesteps,
                                                 predicted_clean_and_noise, velocity)
 
 FIXTURE = load_file(Path(__file__).parent / "fixtures" / "sampling.safetensors")
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
-SAMPLER_OF = {"ddim": ddim_sample, "dpm": dpm_solver_sample}
+SAMPLER_OF = {"ddim": ddim_sample, "dpm": dpm_solver_sample, "unipc": unipc_sample}
 CASES = {  # the fixture's cases: name -> (sampler, steps, prediction type, eta)
     "ddim_10_epsilon": ("ddim", 10, "epsilon", 0.0),
     "ddim_20_v": ("ddim", 20, "v_prediction", 0.0),
@@ -38,6 +40,12 @@ CASES = {  # the fixture's cases: name -> (sampler, steps, prediction type, eta)
     "dpm_7_epsilon": ("dpm", 7, "epsilon", 0.0),
     "dpm_2_v": ("dpm", 2, "v_prediction", 0.0),
     "dpm_1_epsilon": ("dpm", 1, "epsilon", 0.0),
+    "unipc_20_epsilon": ("unipc", 20, "epsilon", 0.0),
+    "unipc_20_v": ("unipc", 20, "v_prediction", 0.0),
+    "unipc_7_epsilon": ("unipc", 7, "epsilon", 0.0),
+    "unipc_4_v": ("unipc", 4, "v_prediction", 0.0),
+    "unipc_2_epsilon": ("unipc", 2, "epsilon", 0.0),
+    "unipc_1_epsilon": ("unipc", 1, "epsilon", 0.0),
 }
 NOISE_SEED = 1  # the generator the fixture's eta = 1 cases drew from
 
@@ -76,6 +84,13 @@ def test_sampler_follows_the_reference_step_by_step(name):
     torch.testing.assert_close(trajectory, FIXTURE[f"{name}.trajectory"], **TOLERANCE)
 
 
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_timesteps_table_says_where_each_sampler_calls_the_model(sampler):
+    """The pipeline times the ControlNet (control_start / control_end) by these timesteps."""
+    seen_timesteps, _ = run_recording(SAMPLERS[sampler], 7, "epsilon")
+    assert seen_timesteps == TIMESTEPS[sampler](7, 1000)
+
+
 def test_ancestral_ddim_depends_on_the_generator():
     """eta = 1 draws fresh noise each step; with another seed the path must differ (else the eta = 1
     cases would not test the noise at all)."""
@@ -84,10 +99,20 @@ def test_ancestral_ddim_depends_on_the_generator():
     assert (with_seed[-1] - other_seed[-1]).abs().max() > 1e-2
 
 
-def test_dpm_solver_ignores_eta_and_generator():
-    _, deterministic = run_recording(dpm_solver_sample, 10, "epsilon", eta=0.0)
-    _, with_eta = run_recording(dpm_solver_sample, 10, "epsilon", eta=1.0)
+@pytest.mark.parametrize("sampler", [dpm_solver_sample, unipc_sample])
+def test_multistep_solvers_ignore_eta_and_generator(sampler):
+    _, deterministic = run_recording(sampler, 10, "epsilon", eta=0.0)
+    _, with_eta = run_recording(sampler, 10, "epsilon", eta=1.0, seed=NOISE_SEED + 1)
     torch.testing.assert_close(with_eta, deterministic, rtol=0, atol=0)
+
+
+def test_unipc_corrector_is_what_sets_it_apart_from_dpm_solver():
+    """UniP-2 with bh2 is DPM-Solver++(2M)'s update; the corrector makes the difference. Without it the two
+    would agree, and the UniPC cases would pass by testing DPM-Solver++ again."""
+    _, unipc = run_recording(unipc_sample, 20, "epsilon")
+    _, dpm = run_recording(dpm_solver_sample, 20, "epsilon")
+    torch.testing.assert_close(unipc[0], dpm[0], rtol=1e-6, atol=1e-6)  # the first step: nothing to correct yet
+    assert (unipc[1] - dpm[1]).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("steps", [1, 3, 50, 999])

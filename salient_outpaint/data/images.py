@@ -80,6 +80,10 @@ def load_mask(path: str | Path) -> torch.Tensor:
     return to_tensor(mask if mask.mode in WHITE_OF_DEEP_MODES else mask.convert("L"))
 
 
+class NoMaskInImage(ValueError):
+    """An RGB photo with neither alpha nor a plain backdrop: its mask must come from elsewhere."""
+
+
 def load_rgba_as_image_and_mask(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     """A cut-out: RGBA, alpha = object. An RGB image without alpha is taken to be the object on a
     plain backdrop, the backdrop being the colour of its corners."""
@@ -91,7 +95,7 @@ def load_rgba_as_image_and_mask(path: str | Path) -> tuple[torch.Tensor, torch.T
     corners = torch.stack([rgb[:, 0, 0], rgb[:, 0, -1], rgb[:, -1, 0], rgb[:, -1, -1]])  # (4, 3)
     backdrop = corners.median(dim=0).values
     if (corners - backdrop).abs().max() > 0.05:
-        raise ValueError(f"{path} has no alpha channel and no plain backdrop; give the object mask with --mask")
+        raise NoMaskInImage(f"{path} has no alpha channel and no plain backdrop; give the object mask with --mask")
     mask = ((rgb - backdrop[:, None, None]).abs().amax(dim=0, keepdim=True) > 0.05).float()
     return rgb * 2 - 1, mask
 

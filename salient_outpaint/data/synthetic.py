@@ -6,7 +6,7 @@ training one. A scene is an image (3, H, W) in [-1, 1], the object's mask (1, H,
 naming both: "a red striped star in front of a brick wall".
 
 The object colours are kept away from the background colours so that a simple colour segmenter
-(evaluation/segmenters.py) finds the object's extent in a generated image, and the background can
+(segmentation/colour.py) finds the object's extent in a generated image, and the background can
 be recognised from its colour statistics (`classify_background`).
 """
 from __future__ import annotations

@@ -19,9 +19,9 @@ from ..checkpoints.io import CheckpointError
 from ..data.images import IMAGE_SUFFIXES, images_in, load_image, load_mask, mask_as_image, save_image
 from ..data.manifest import ManifestInput
 from ..data.synthetic import ToyWorldDataset, background_signatures, classify_background
+from ..segmentation import SegmentPrompt, Segmenter, refine_mask
 from .expansion import object_expansion
 from .report import markdown_category_table, markdown_table
-from .segmenters import Segmenter
 
 def write_toy_manifest(folder: str | Path, count: int, size: int = 64, seed: int = 0) -> Path:
     """`count` held-out toy scenes as PNGs plus their manifest. The prompt is the scene's caption; the
@@ -126,7 +126,8 @@ def image_records(method: str, folder: Path, inputs: Sequence[ManifestInput], se
                              f"{tuple(object_mask.shape)}; generated images keep the input's size")
         item_records = []
         for path, image in zip(paths, samples):
-            expansion = object_expansion(object_mask, segmenter.segment(image, object_mask))
+            found = segmenter(image, SegmentPrompt(mask=object_mask[None].float()))  # (1, H, W) in [0, 1]
+            expansion = object_expansion(object_mask, refine_mask(found)[0].bool())
             record = {"method": method, "id": item.id, "file": str(path), "category": item.category,
                       "expanded_pixels": expansion.expanded_pixels,
                       "expansion_fraction": expansion.expansion_fraction,

@@ -1,0 +1,5 @@
+import sys
+
+from .make_masks import main
+
+sys.exit(main())
