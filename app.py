@@ -2,7 +2,8 @@
 
   python app.py                                   # the shipped toy model, on http://127.0.0.1:7860
   python app.py --host 0.0.0.0 --port 8080 \\
-      --checkpoint weights/stable-diffusion-2-inpainting --controlnet weights/photo-background-generation/controlnet
+      --checkpoint weights/stable-diffusion-2-inpainting --controlnet weights/photo-background-generation/controlnet \\
+      --segmenter sam --mask-weights weights/sam_vit_b_01ec64.pth      # or inspyrenet with ckpt_base.pth
 
 The models load once, at start; requests queue and run one at a time. The same functions are an HTTP
 API: see README.md ("Web app and HTTP API") for a Python and a curl example.
@@ -12,14 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     from salient_outpaint.app.uploads import DEFAULT_MAX_PIXELS
     from salient_outpaint.config import PRESETS
+    from salient_outpaint.device import default_device
+    from salient_outpaint.segmentation import SEGMENTERS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1",
@@ -30,7 +31,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", help="SI2 weights: an ldm file or a diffusers folder "
                                              f"(default: the toy model in {TOY_WEIGHTS.relative_to(REPOSITORY)})")
     parser.add_argument("--controlnet", help="ControlNet weights in any layout (default: the one in --checkpoint)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--segmenter", choices=SEGMENTERS,
+                        help="finds the object of a photo without a mask: inspyrenet (alone) or sam (at the points "
+                             "clicked), with --mask-weights; colour for the toy world (default: colour with the "
+                             "toy model, inspyrenet with --mask-weights, else none: masks are uploaded or painted)")
+    parser.add_argument("--mask-weights", help="the segmenter's weights: transparent-background's ckpt_base.pth, "
+                                               "or a segment-anything checkpoint")
+    parser.add_argument("--device", default=default_device())
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help=f"largest upload, in pixels (default: {DEFAULT_MAX_PIXELS:,})")
     return parser.parse_args(argv)
@@ -45,12 +52,15 @@ def main(argv=None) -> int:
         return 2
     from salient_outpaint.app.service import OutpaintService
     from salient_outpaint.checkpoints import CheckpointError
+    from salient_outpaint.device import check_device
     from salient_outpaint.loading import load_models
 
+    segmenter = args.segmenter or ("colour" if not args.checkpoint else "inspyrenet" if args.mask_weights else None)
     try:
-        service = OutpaintService(load_models(args.checkpoint, args.controlnet, args.preset), args.device,
-                                  args.max_pixels)
-    except (CheckpointError, FileNotFoundError, ValueError) as error:
+        device = check_device(args.device)
+        service = OutpaintService(load_models(args.checkpoint, args.controlnet, args.preset), device,
+                                  args.max_pixels, segmenter, args.mask_weights)
+    except (CheckpointError, FileNotFoundError, ImportError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     app = build_app(service, example=None if args.checkpoint else TOY_EXAMPLE)

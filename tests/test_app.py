@@ -2,6 +2,7 @@
 127.0.0.1) driven through gradio_client and through a real headless Chromium."""
 import ast
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from salient_outpaint.app.mask_editing import OVERLAY_RGBA, edited_mask, editor_value
+from salient_outpaint.app.mask_editing import OVERLAY_RGBA, clicker_view, edited_mask, editor_value, photo_point
 from salient_outpaint.app.service import OutpaintService
 from salient_outpaint.app.uploads import check_upload, read_mask, read_photo
 from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, load_models
@@ -32,8 +33,13 @@ SERVER_MAX_PIXELS = 1_000_000  # small, so that a "too large" upload is cheap to
 
 
 @pytest.fixture(scope="module")
-def service():
-    return OutpaintService(load_models())
+def models():
+    return load_models()
+
+
+@pytest.fixture(scope="module")
+def service(models):
+    return OutpaintService(models, segmenter="colour")  # the toy world's segmenter: no weights to fetch
 
 
 def example_inputs():
@@ -55,13 +61,34 @@ def test_uploads_are_refused_from_their_header_when_too_large_or_not_images(tmp_
         read_mask(tmp_path / "small_mask.png", torch.zeros(3, 64, 64), 10_000)
 
 
-def test_a_photo_without_alpha_or_backdrop_asks_for_a_mask(service, tmp_path):
-    noisy = tmp_path / "noisy.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(noisy)
-    image, mask = service.read(noisy)
-    assert mask.shape == (1, 32, 32) and not mask.any(), "nothing found: an empty mask, for the brush"
+def test_without_a_segmenter_a_bare_photo_gets_an_empty_mask_to_paint(models, tmp_path):
+    service = OutpaintService(models)
+    image, mask = service.read(TOY_EXAMPLE / "object.png")
+    assert mask.shape == (1, 64, 64) and not mask.any(), "nothing found: an empty mask, for the brush"
     with pytest.raises(InputError, match="no object: the mask is empty. Upload a photo with transparency"):
         service.generate(image, mask, "a wall", "", FAST, 0, 1, False)
+    with pytest.raises(InputError, match="points on the object need a segmenter that takes them"):
+        service.read(TOY_EXAMPLE / "object.png", points=[(45, 20)])
+
+
+def test_the_segmenter_finds_the_object_alone_or_at_the_points_clicked(service):
+    image, mask = example_inputs()
+    assert torch.equal(service.read(TOY_EXAMPLE / "object.png")[1] > 0.5, mask > 0.5), "found alone"
+    assert torch.equal(service.read(TOY_EXAMPLE / "object.png", points=[(45, 20)])[1] > 0.5, mask > 0.5)
+    with pytest.raises(InputError, match=r"the point \(70, 20\) lies outside"):
+        service.read(TOY_EXAMPLE / "object.png", points=[(70, 20)])
+
+
+def test_clicks_on_the_shown_photo_land_inside_the_full_size_photo():
+    assert photo_point((0, 0), (64, 48)) == (0, 0)
+    assert photo_point((383, 511), (64, 48)) == pytest.approx((383 * 48 / 384, 511 * 64 / 512))
+    x, y = photo_point((383, 511), (64, 48))
+    assert x < 48 and y < 64
+    view = clicker_view(torch.zeros(3, 64, 48), torch.zeros(1, 64, 48), [(24, 32)])
+    assert view.shape == (512, 384, 3) and tuple(view[256, 192]) == (0, 255, 0), "the point is drawn"
+
+
+def test_a_cutouts_alpha_is_its_mask_before_any_segmenter(service, tmp_path):
     cutout = tmp_path / "cutout.png"
     rgba = np.zeros((32, 48, 4), dtype=np.uint8)
     rgba[8:20, 10:30] = (200, 100, 50, 255)
@@ -200,16 +227,16 @@ def sizes(gallery) -> list[tuple[int, int]]:
 @pytest.mark.slow
 def test_server_generates_from_the_bundled_example(server, tmp_path):
     api = client(server[1])
-    images, baseline = generate(api, seed=5, num_images=2, compare=True)
+    images, baseline = generate(api, seed=5, num_images=2, compare=True, mask=None)  # the segmenter finds the object
     assert sizes(images) == sizes(baseline) == [(64, 64)] * 2
     assert all(Path(item["image"]).suffix == ".png" for item in images + baseline), "downloads are lossless"
     pixels = [np.asarray(Image.open(item["image"]), dtype=np.float32) for item in images + baseline]
     assert np.abs(pixels[0] - pixels[2]).mean() > 1, "the ControlNet result differs from SI2 alone"
-    again, _ = generate(api, seed=5, num_images=2)
+    again, _ = generate(api, seed=5, num_images=2)  # the uploaded mask is the one the segmenter found
     assert np.array_equal(np.asarray(Image.open(again[0]["image"])), pixels[0].astype(np.uint8)), "seeded"
-    overlay = api.predict(photo=gradio_client.handle_file(str(TOY_EXAMPLE / "object.png")),
-                          mask=gradio_client.handle_file(str(TOY_EXAMPLE / "mask.png")), api_name="/mask")
-    assert Image.open(overlay["layers"][0]).size == (512, 512), "the mask endpoint returns the editor's overlay"
+    overlay, clicker = api.predict(photo=gradio_client.handle_file(str(TOY_EXAMPLE / "object.png")),
+                                   points="45,20", api_name="/mask")
+    assert Image.open(overlay["layers"][0]).size == Image.open(clicker).size == (512, 512), "at display size"
 
     # A photo larger than the working size comes back at its own size, its object pixels its own.
     cutout = tmp_path / "cutout.png"
@@ -335,9 +362,12 @@ def test_a_browser_uploads_the_example_and_gets_images(server, tmp_path):
             page.set_default_timeout(180_000)  # generous: other jobs may share the 2 cores; these wait, not measure
             sync_api.expect.set_options(timeout=180_000)
             page.goto(server[1])
-            # The mask first: the photo alone would show "no object found" (its backdrop is not plain).
-            page.locator("#mask input[type=file]").set_input_files(str(TOY_EXAMPLE / "mask.png"))
             page.locator("#photo input[type=file]").set_input_files(str(TOY_EXAMPLE / "object.png"))
+            clicker = page.locator("#clicker img")
+            clicker.wait_for()
+            box = clicker.bounding_box()  # a click on the object (upper right) becomes a point in photo pixels
+            clicker.click(position={"x": box["width"] * 0.7, "y": box["height"] * 0.3})
+            sync_api.expect(page.locator("#points textarea")).to_have_value(re.compile(r"^4[0-9],1[0-9]$"))
             page.locator("#prompt textarea").fill(EXAMPLE_PROMPT)
             page.locator("#steps input[type=number]").fill("8")
             page.locator("#compare input[type=checkbox]").check()

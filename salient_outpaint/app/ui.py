@@ -18,8 +18,9 @@ import torch
 from ..data.images import to_uint8
 from ..pipeline import InputError, SamplingOptions
 from ..sampling import SAMPLERS
-from .mask_editing import edited_mask, editor_value
+from .mask_editing import clicker_view, edited_mask, editor_value, photo_point
 from .service import MAX_IMAGES, MAX_STEPS, OutpaintService
+from .uploads import read_photo
 
 QUEUE_SIZE = 64  # requests waiting beyond this are told the queue is full instead of waiting for hours
 INTRO = """# salient-outpaint
@@ -48,33 +49,59 @@ def as_pictures(images: torch.Tensor) -> list[np.ndarray]:
     return [to_uint8(image).permute(1, 2, 0).numpy() for image in images]
 
 
+def parse_points(text: str | None) -> list[tuple[float, float]]:
+    """"x,y; x,y" (the photo's pixels) -> [(x, y), ...]; empty or None -> []."""
+    points = []
+    for pair in (text or "").replace(";", " ").split():
+        try:
+            x, y = (float(value) for value in pair.split(","))
+        except ValueError:
+            raise InputError(f"points are x,y pairs separated by ';' (like 410,300; 200,150), not {pair!r}") from None
+        points.append((x, y))
+    return points
+
+
 def build_app(service: OutpaintService, example: Path | None = None) -> gr.Blocks:
     """The Blocks app on `service`; `example` (a folder with object.png, mask.png, prompt.txt) fills the
     page's example row."""
 
-    def show_mask(photo: str | None, mask: str | None = None) -> dict | None:
-        """The object mask found for an upload (its alpha, a plain backdrop, or the uploaded mask; else
-        empty, to be painted), as the editor's value: the photo at display size, the mask a red layer."""
+    def show_mask(photo: str | None, mask: str | None = None, points: str | None = None):
+        """The object mask found for an upload (the segmenter's answer to the points, the uploaded mask,
+        the photo's alpha or plain backdrop, what the segmenter finds alone; else empty, to be painted),
+        as the editor's value (the photo at display size, the mask a red layer) and as the photo to
+        click points on."""
         if photo is None:
-            return None
+            return None, None
         with shown_in_page():
-            image, object_mask = service.read(photo, mask)
-        if not object_mask.any():
-            gr.Info("no object found in the photo: paint it with the brush, or upload its mask")
-        return editor_value(image, object_mask)
+            points = parse_points(points)
+            image, object_mask = service.read(photo, mask, points)
+        if not (object_mask > 0.5).any():
+            gr.Info("no object found in the photo: paint it with the brush, upload its mask"
+                    + (", or click on it" if service.takes_points else ""))
+        return editor_value(image, object_mask), clicker_view(image, object_mask, points)
+
+    def add_point(photo: str | None, points: str, click: gr.SelectData) -> str:
+        """A click on the photo (display size) -> the points text with that point (photo pixels) added."""
+        if photo is None:
+            return points
+        with shown_in_page():
+            x, y = photo_point(click.index, read_photo(photo, service.max_pixels)[0].shape[-2:])
+        return f"{points}; {x:.0f},{y:.0f}" if points else f"{x:.0f},{y:.0f}"
 
     def generate(photo: str | None, mask: str | None = None, mask_edit: dict | None = None, prompt: str = "",
                  negative_prompt: str | None = None, steps: int = 20, guidance: float = 7.5, control_scale: float = 1.0,
                  sampler: str = "dpm++2m", seed: int = 0, num_images: int = 1, compare: bool = False,
+                 points: str | None = None,
                  progress=gr.Progress(track_tqdm=True)) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """New backgrounds around the object of `photo`: full-size PNGs with the ControlNet, and with
-        SI2 alone on the same seed when `compare` (else an empty list). The mask is `mask` if given,
-        else the photo's alpha or plain backdrop; `mask_edit` (the page's editor, None from the API)
-        corrects it."""
+        """New backgrounds around the object of `photo`, at its full size: PNGs with the ControlNet, and
+        with SI2 alone on the same seed when `compare` (else an empty list). The mask: the segmenter's
+        answer to `points` ("x,y; x,y" in the photo's pixels) if given, else `mask`, else the photo's
+        alpha or plain backdrop, else what the segmenter finds; `mask_edit` (the page's editor, None
+        from the API) corrects it."""
         if photo is None:
             raise gr.Error("upload a photo first", print_exception=False)
         with shown_in_page():
-            image, object_mask = service.read(photo, mask)
+            image, object_mask = service.read(photo, mask, parse_points(points))
             if mask_edit is not None:
                 object_mask = edited_mask(object_mask, mask_edit.get("layers") or [])
             options = SamplingOptions(steps=int(steps), guidance=float(guidance), control_scale=float(control_scale),
@@ -96,6 +123,13 @@ def build_app(service: OutpaintService, example: Path | None = None) -> gr.Block
                     image_mode="RGBA", sources=(), transforms=(), canvas_size=(512, 512),
                     layers=gr.LayerOptions(allow_additional_layers=False, layers=["object"]),
                     brush=gr.Brush(colors=["rgb(255, 0, 0)"], color_mode="fixed"), eraser=gr.Eraser(), elem_id="editor")
+                with gr.Group(visible=service.takes_points):
+                    clicker = gr.Image(label=f"Click on the object: points for the {service.segmenter_name} segmenter",
+                                       interactive=False, height=320, elem_id="clicker")
+                    with gr.Row():
+                        points = gr.Textbox(label="Points (x,y in the photo's pixels)", interactive=False, scale=3,
+                                            elem_id="points")
+                        clear_points = gr.Button("Clear points", scale=1)
             with gr.Column():
                 prompt = gr.Textbox(label="Prompt", placeholder="what the new background should show",
                                     elem_id="prompt")
@@ -111,18 +145,23 @@ def build_app(service: OutpaintService, example: Path | None = None) -> gr.Block
                 compare = gr.Checkbox(label="Compare with SI2 alone (ControlNet scale 0, same noise)", elem_id="compare")
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
         with gr.Row():
-            results = gr.Gallery(label="With the ControlNet", format="png", columns=4, elem_id="results")
+            results = gr.Gallery(label="With the ControlNet (full size)", format="png", columns=4, elem_id="results")
             baseline = gr.Gallery(label="SI2 alone, same noise", format="png", columns=4, visible=False,
                                   elem_id="baseline")
         if example is not None:
-            gr.Examples([[str(example / "object.png"), str(example / "mask.png"), (example / "prompt.txt").read_text()
-                          .strip()]], inputs=[photo, mask, prompt])
+            gr.Examples([[str(example / "object.png"), (example / "prompt.txt").read_text().strip()]],
+                        inputs=[photo, prompt])
 
-        gr.on([photo.change, mask.change], show_mask, [photo, mask], editor, api_name="mask", concurrency_id="device")
+        for upload in (photo, mask):  # a new upload starts without points
+            upload.change(lambda: "", None, points, api_visibility="private", queue=False)
+        gr.on([photo.change, mask.change, points.change], show_mask, [photo, mask, points], [editor, clicker],
+              api_name="mask", concurrency_id="device")
+        clicker.select(add_point, [photo, points], points, api_visibility="private", concurrency_id="device")
+        clear_points.click(lambda: "", None, points, api_visibility="private", queue=False)
         compare.change(lambda shown: gr.Gallery(visible=shown), compare, baseline, api_visibility="private",
                        queue=False)
         button.click(generate, [photo, mask, editor, prompt, negative_prompt, steps, guidance, control_scale,
-                                sampler, seed, num_images, compare], [results, baseline], api_name="generate",
+                                sampler, seed, num_images, compare, points], [results, baseline], api_name="generate",
                      concurrency_id="device")
     app.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
     return app

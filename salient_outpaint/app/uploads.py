@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..data.images import load_image, load_mask, load_rgba_as_image_and_mask
+from ..data.images import NoMaskInImage, load_image, load_mask, load_rgba_as_image_and_mask
 from ..pipeline import InputError
 
 DEFAULT_MAX_PIXELS = 40_000_000  # a 48-megapixel phone's default 12 MP mode, and a 6000 x 6000 scan, fit
@@ -37,14 +37,11 @@ def read_photo(path: str | Path, max_pixels: int) -> tuple[torch.Tensor, torch.T
     that the file itself gives (its alpha, or the object on a plain backdrop), else None."""
     check_upload(path, "photo", max_pixels)
     try:
-        image = load_image(path)
+        return load_rgba_as_image_and_mask(path)
+    except NoMaskInImage:  # no alpha and no plain backdrop: the mask has to come from elsewhere
+        return load_image(path), None
     except ValueError:
         raise InputError("the photo is damaged: its header reads but its pixels do not decode") from None
-    try:
-        _, mask = load_rgba_as_image_and_mask(path)
-    except ValueError:  # no alpha and no plain backdrop: the mask has to come from elsewhere
-        mask = None
-    return image, mask
 
 
 def read_mask(path: str | Path, image: torch.Tensor, max_pixels: int) -> torch.Tensor:
