@@ -27,7 +27,8 @@ def test_the_defaults_are_the_papers_design_and_the_shipped_weights_load_as_befo
     assert TOY.controlnet.in_channels == 9 and TOY.controlnet.control_image == "paint_mask"
     assert variant(TOY) == TOY
     assert TrainConfig().model_config() == TOY
-    assert load_models().config == TOY  # weights/toy: no unet/config.json, a controlnet/config.json without control_image
+    # weights/toy: no unet/config.json, and a controlnet/config.json without control_image
+    assert load_models().config == TOY
 
 
 def test_a_text_to_image_unet_takes_a_controlnet_of_its_own_input():
@@ -116,7 +117,8 @@ def test_a_variant_trains_exports_its_config_and_loads_back_without_flags(tmp_pa
     saved = json.loads((folder / "controlnet" / "config.json").read_text())
     assert saved["in_channels"] == config.model_config().controlnet.in_channels
     assert saved["control_image"] == config.model_config().controlnet.control_image
-    assert json.loads((folder / "unet" / "config.json").read_text())["in_channels"] == config.model_config().unet.in_channels
+    unet_config = json.loads((folder / "unet" / "config.json").read_text())
+    assert unet_config["in_channels"] == config.model_config().unet.in_channels
     loaded = load_models(folder, preset="toy")
     assert loaded.config == config.model_config()
     assert torch.equal(loaded.controlnet.conv_in.weight, trainer.models.controlnet.conv_in.weight)
