@@ -110,7 +110,7 @@ def test_a_variant_trains_exports_its_config_and_loads_back_without_flags(tmp_pa
     trainer = Trainer(config, distributed.single_process())
     assert trainer.models.config == config.model_config()
     before = trainer.models.controlnet.controlnet_mid_block.weight.clone()
-    loss = trainer.step(0)
+    loss = trainer.step(0, next(trainer.batches(0)))
     assert loss > 0 and not torch.equal(before, trainer.models.controlnet.controlnet_mid_block.weight)
 
     folder = save_checkpoint(trainer.models, tmp_path / "model", "diffusers")
@@ -137,7 +137,7 @@ def test_a_variant_controlnet_loads_over_the_shipped_model_from_its_own_folder(t
 def test_a_text_to_image_unet_trains_without_the_inpainting_channels(tmp_path):
     trainer = Trainer(tiny_run(tmp_path, stage="unet", unet_in_channels=4), distributed.single_process())
     assert trainer.models.unet.conv_in.weight.shape[1] == 4 and trainer.models.controlnet is None
-    assert trainer.step(0) > 0
+    assert trainer.step(0, next(trainer.batches(0))) > 0
 
 
 def test_precomputed_latents_cannot_make_the_object_control_image(tmp_path):
