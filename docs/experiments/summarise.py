@@ -71,7 +71,8 @@ def table(runs: Path, rows) -> str:
 
 
 def diversity_per_category(runs: Path, rows) -> str:
-    summaries = [(row, summary_of(runs, folder, method)) for row, folder, method in rows]
+    unique = {(folder, method): row for row, folder, method in reversed(rows)}  # a run listed twice: once
+    summaries = [(row, summary_of(runs, folder, method)) for (folder, method), row in reversed(unique.items())]
     summaries = [(row, summary) for row, summary in summaries if summary is not None]
     if not summaries:
         return "(no evaluation yet)"
@@ -101,7 +102,7 @@ def grid(runs: Path, rows, destination: Path) -> None:
 def main(runs: str) -> None:
     runs = Path(runs)
     print("## Design\n\n" + table(runs, DESIGN) + "\n\n## Steering\n\n" + table(runs, STEERING))
-    print("\n## Background diversity per category, mean\n\n" + diversity_per_category(runs, DESIGN + STEERING[1:]))
+    print("\n## Background diversity per category, mean\n\n" + diversity_per_category(runs, DESIGN + STEERING))
     grid(runs, DESIGN, ROOT / "docs" / "images" / "ablations_design.png")
     grid(runs, STEERING, ROOT / "docs" / "images" / "ablations_steering.png")
 
