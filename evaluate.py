@@ -6,6 +6,7 @@
   python evaluate.py --generate --toy 50 --num-images 2 --methods controlnet --controlnet RUN/weights/controlnet \
       --out runs/eval_variant
   python evaluate.py --generate --toy 50 --num-images 2 --methods controlnet --control-scale 0.5 --out runs/eval_half
+  python evaluate.py --generate --toy 50 --num-images 2 --methods controlnet --control-end 0.5 --out runs/eval_early
   # your inputs (a JSONL manifest) and images made elsewhere, one folder per method
   python evaluate.py --inputs manifest.jsonl --generated ours=out/ours si2=out/si2 \\
       --segmenter sam --mask-weights weights/sam_vit_h_4b8939.pth --out runs/eval
@@ -62,6 +63,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                  "trained with train.py loads as its config.json says")
     generation.add_argument("--control-scale", type=float, default=1.0,
                             help="the ControlNet's conditioning scale in the controlnet method (default: 1)")
+    generation.add_argument("--control-start", type=float, default=0.0,
+                            help="the controlnet method's ControlNet acts from this fraction of the steps (default: 0)")
+    generation.add_argument("--control-end", type=float, default=1.0,
+                            help="... to this one (default: 1)")
     generation.add_argument("--preset", choices=sorted(PRESETS),
                             help="architecture (default: toy without --checkpoint, else sd2-inpaint)")
     generation.add_argument("--num-images", type=int, default=4, help="samples per input (default: 4)")
@@ -142,7 +147,8 @@ def generate_methods(args, inputs, out: Path) -> dict[str, Path]:
     folders = {}
     for method in args.methods:
         options = SamplingOptions(steps=args.steps, guidance=args.guidance, sampler=args.sampler,
-                                  control_scale=args.control_scale if method == "controlnet" else METHODS[method])
+                                  control_scale=args.control_scale if method == "controlnet" else METHODS[method],
+                                  control_start=args.control_start, control_end=args.control_end)
         folders[method] = out / method
         generate(pipeline, inputs, folders[method], args.num_images, options, args.seed)
     return folders
@@ -205,6 +211,9 @@ def evaluate(args) -> dict:
         raise ValueError("nothing to evaluate: give --generated METHOD=DIR ... or --generate")
     if args.generate and (args.num_images < 1 or args.steps < 1):
         raise ValueError(f"--num-images and --steps must be at least 1, got {args.num_images} and {args.steps}")
+    if args.generate and not 0 <= args.control_start < args.control_end <= 1:
+        raise ValueError(f"--control-start {args.control_start:g} and --control-end {args.control_end:g} must satisfy "
+                         "0 <= start < end <= 1 (fractions of the sampling steps)")
     check_metric_options(args)
     folders = given_folders(args)
     manifest = Path(args.inputs) if args.inputs else run.write_toy_manifest(out / "inputs", args.toy)

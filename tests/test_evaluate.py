@@ -256,3 +256,8 @@ def test_control_scale_zero_reproduces_the_unet_alone_on_the_same_noise(tmp_path
         folders[name] = load_image_file(next((tmp_path / name).glob("*controlnet/0000_0.png")))
     assert torch.equal(folders["scale0"], folders["alone"])
     assert not torch.equal(folders["scale1"], folders["alone"])
+
+
+def test_a_controlnet_window_that_ends_before_it_starts_is_a_flag_error(tmp_path, capsys):
+    assert "--control-start 0.6 and --control-end 0.4" in error_of(capsys, [
+        "--generate", "--toy", "1", "--control-start", "0.6", "--control-end", "0.4", "--out", str(tmp_path)])

@@ -24,6 +24,7 @@ from .diversity import background_pixel_diversity
 from .expansion import object_expansion
 from .report import markdown_category_table, markdown_table
 
+
 def write_toy_manifest(folder: str | Path, count: int, size: int = 64, seed: int = 0) -> Path:
     """`count` held-out toy scenes as PNGs plus their manifest. The prompt is the scene's caption; the
     category and the prompted background are the scene's background."""

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from ..precision import DTYPES, resolve_dtype
 from ..config import PRESETS, ModelConfig, variant
+from ..precision import DTYPES, resolve_dtype
 
 STAGES = ("vae", "unet", "controlnet")
 
