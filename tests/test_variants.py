@@ -10,8 +10,8 @@ import torch
 from salient_outpaint import conditioning
 from salient_outpaint.checkpoints import save_checkpoint
 from salient_outpaint.config import TOY, ControlNetConfig, ModelConfig, variant
-from salient_outpaint.loading import TOY_WEIGHTS, load_models
-from salient_outpaint.modules import ControlNet, build_models
+from salient_outpaint.loading import load_models
+from salient_outpaint.modules import build_models
 from salient_outpaint.pipeline import OutpaintPipeline, SamplingOptions
 from salient_outpaint.training import distributed
 from salient_outpaint.training.config import TrainConfig
