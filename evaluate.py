@@ -2,6 +2,11 @@
 
   # the toy world: generate for 50 held-out scenes with and without the ControlNet, then measure
   python evaluate.py --generate --toy 50 --num-images 2 --out runs/eval_toy
+  # a variant's ControlNet (docs/experiments.md), or the shipped one at another scale
+  python evaluate.py --generate --toy 50 --num-images 2 --methods controlnet --controlnet RUN/weights/controlnet \
+      --out runs/eval_variant
+  python evaluate.py --generate --toy 50 --num-images 2 --methods controlnet --control-scale 0.5 --out runs/eval_half
+  python evaluate.py --generate --toy 50 --num-images 2 --methods controlnet --control-end 0.5 --out runs/eval_early
   # your inputs (a JSONL manifest) and images made elsewhere, one folder per method
   python evaluate.py --inputs manifest.jsonl --generated ours=out/ours si2=out/si2 \\
       --segmenter sam --mask-weights weights/sam_vit_h_4b8939.pth --out runs/eval
@@ -15,7 +20,9 @@ Manifest lines: {"id": "0001", "image": "0001.png", "mask": "0001_mask.png", "pr
 "category": "kitchen"} (paths relative to the manifest; id and category optional). Generated images
 are named <id>_<k>.png, k = 0, 1, ...; --generate writes them to OUT/<method>/. Writes OUT/report.json
 (every image's record, the summary per method and category) and OUT/report.md. Metrics whose weights
-are not given are skipped, with a note naming the flag. See docs/evaluation.md.
+are not given are skipped, with a note naming the flag. Diversity between the samples of an input (per
+method and category) is measured by LPIPS given its weights, and always by its toy-world stand-in, the
+mean per-pixel distance between samples in the background. See docs/evaluation.md.
 """
 from __future__ import annotations
 
@@ -27,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-METHODS = {"controlnet": 1.0, "no-controlnet": 0.0}  # method -> ControlNet conditioning scale
+# method -> ControlNet conditioning scale (the controlnet method's is --control-scale)
+METHODS = {"controlnet": 1.0, "no-controlnet": 0.0}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,7 +59,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                             help="controlnet: SI2 steered by the ControlNet; no-controlnet: SI2 alone "
                                  "(default: both)")
     generation.add_argument("--checkpoint", help="SI2 weights (default: the shipped toy model, weights/toy)")
-    generation.add_argument("--controlnet", help="ControlNet weights (default: the one in --checkpoint)")
+    generation.add_argument("--controlnet", help="ControlNet weights (default: the one in --checkpoint); a variant "
+                                                 "trained with train.py loads as its config.json says")
+    generation.add_argument("--control-scale", type=float, default=1.0,
+                            help="the ControlNet's conditioning scale in the controlnet method (default: 1)")
+    generation.add_argument("--control-start", type=float, default=0.0,
+                            help="the controlnet method's ControlNet acts from this fraction of the steps (default: 0)")
+    generation.add_argument("--control-end", type=float, default=1.0,
+                            help="... to this one (default: 1)")
     generation.add_argument("--preset", choices=sorted(PRESETS),
                             help="architecture (default: toy without --checkpoint, else sd2-inpaint)")
     generation.add_argument("--num-images", type=int, default=4, help="samples per input (default: 4)")
@@ -132,7 +147,8 @@ def generate_methods(args, inputs, out: Path) -> dict[str, Path]:
     folders = {}
     for method in args.methods:
         options = SamplingOptions(steps=args.steps, guidance=args.guidance, sampler=args.sampler,
-                                  control_scale=METHODS[method])
+                                  control_scale=args.control_scale if method == "controlnet" else METHODS[method],
+                                  control_start=args.control_start, control_end=args.control_end)
         folders[method] = out / method
         generate(pipeline, inputs, folders[method], args.num_images, options, args.seed)
     return folders
@@ -172,7 +188,7 @@ def load_metric_networks(args, notes: list[str]) -> dict:
 
 
 def set_metrics(args, networks, folders, inputs, notes: list[str]) -> dict[str, dict[str, float]]:
-    """The metrics of a whole set of images, one number per method: FID, LPIPS diversity."""
+    """The metrics of a whole set of images, one number per method: FID."""
     from salient_outpaint.evaluation import run
 
     results = {method: {} for method in folders}
@@ -180,13 +196,6 @@ def set_metrics(args, networks, folders, inputs, notes: list[str]) -> dict[str, 
         real = run.image_files(args.real) if args.real else [item.image for item in inputs]
         for method, fid in run.fid_per_method(folders, inputs, networks["inception"], real, args.device).items():
             results[method]["fid"] = fid
-    if networks["lpips"] is not None:
-        diversities = run.lpips_diversity_per_method(folders, inputs, networks["lpips"], args.device)
-        for method, diversity in diversities.items():
-            results[method]["lpips_diversity"] = diversity
-        if len(diversities) < len(folders):
-            notes.append("LPIPS diversity needs 2 or more images per input; "
-                         f"{', '.join(sorted(set(folders) - set(diversities)))} had 1")
     return results
 
 
@@ -202,6 +211,9 @@ def evaluate(args) -> dict:
         raise ValueError("nothing to evaluate: give --generated METHOD=DIR ... or --generate")
     if args.generate and (args.num_images < 1 or args.steps < 1):
         raise ValueError(f"--num-images and --steps must be at least 1, got {args.num_images} and {args.steps}")
+    if args.generate and not 0 <= args.control_start < args.control_end <= 1:
+        raise ValueError(f"--control-start {args.control_start:g} and --control-end {args.control_end:g} must satisfy "
+                         "0 <= start < end <= 1 (fractions of the sampling steps)")
     check_metric_options(args)
     folders = given_folders(args)
     manifest = Path(args.inputs) if args.inputs else run.write_toy_manifest(out / "inputs", args.toy)
@@ -213,7 +225,11 @@ def evaluate(args) -> dict:
     networks = load_metric_networks(args, notes)
     records = [record for method, folder in folders.items()
                for record in run.image_records(method, folder, inputs, networks["segmenter"], networks["clip"],
-                                               args.device)]
+                                               args.device, networks["lpips"])]
+    single = sorted({record["method"] for record in records} - {record["method"] for record in records
+                                                                 if "background_diversity" in record})
+    if single:
+        notes.append(f"diversity needs 2 or more images per input; {', '.join(single)} had 1")
     summary = summarise(records, set_metrics(args, networks, folders, inputs, notes))
     report = run.markdown_report(summary, notes)
     out.mkdir(parents=True, exist_ok=True)

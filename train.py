@@ -29,7 +29,7 @@ import dataclasses
 import json
 import sys
 
-from salient_outpaint.config import PRESETS
+from salient_outpaint.config import CONTROL_IMAGES, PRESETS
 from salient_outpaint.training.config import STAGES, TrainConfig
 
 HELP = {
@@ -37,6 +37,11 @@ HELP = {
     "preset": f"architecture: {', '.join(PRESETS)}",
     "init": "checkpoints to load first (files or folders in any layout the loader reads); "
             "a ControlNet not among them starts as a copy of the loaded U-Net",
+    "unet_in_channels": "4: a text-to-image U-Net (no mask or masked-image channels; the SD2+ControlNet baseline); "
+                        "0: the preset's",
+    "controlnet_in_channels": "4: the ControlNet reads the noisy latents alone; 0: all the U-Net's input channels",
+    "control_image": f"what the ControlNet's control image shows: {', '.join(CONTROL_IMAGES)} (default: the "
+                     "preset's, paint_mask)",
     "data": "dataset specs: toy[:N], salient:ROOT[:CAPTIONS], coco:IMAGES:CAPTIONS_JSON:MASKS, shards:PATTERN",
     "data_weights": "mixture weights, one per --data spec",
     "latents": "folder of precomputed latents and text embeddings to train from (controlnet stage; made with "

@@ -6,12 +6,13 @@ that it trains on a CPU in minutes; the synthetic toy world runs on it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
 class UNetConfig:
-    in_channels: int = 9  # 4 noisy latents + 1 mask + 4 masked-image latents
+    # 4 noisy latents + 1 mask + 4 masked-image latents (inpainting); 4 for a text-to-image U-Net
+    in_channels: int = 9
     out_channels: int = 4
     block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
     # Which resolution levels carry a cross-attention transformer; SD's last level has none.
@@ -28,6 +29,11 @@ class UNetConfig:
             if channels % self.attention_head_dim or channels % self.norm_groups:
                 raise ValueError(f"{channels} channels do not divide into heads of "
                                  f"{self.attention_head_dim} and {self.norm_groups} norm groups")
+
+    @property
+    def inpainting(self) -> bool:
+        """Whether the U-Net reads the mask and masked-image latents besides the noisy latents."""
+        return self.in_channels > self.out_channels
 
 
 @dataclass(frozen=True)
@@ -56,11 +62,25 @@ class TextEncoderConfig:
     checkpoint_layers: int = 24  # blocks a full OpenCLIP checkpoint holds; the rest are unused
 
 
+# What the ControlNet's control image shows (built in conditioning.py): "paint_mask", the background to
+# paint as a white-on-black RGB image (the authors' release), or "masked_object", the object's own
+# pixels with the background blanked to grey.
+CONTROL_IMAGES = ("paint_mask", "masked_object")
+
+
 @dataclass(frozen=True)
 class ControlNetConfig:
-    conditioning_channels: int = 3  # the inverted mask, repeated to RGB as in the authors' release
+    conditioning_channels: int = 3  # the control image is RGB
     # Each step after the first halves the resolution: len - 1 halvings must equal the VAE's factor.
     conditioning_embedding_channels: tuple[int, ...] = (16, 32, 96, 256)
+    # How many of the U-Net's input channels its conv_in reads: all 9 (the paper), or the 4 noisy
+    # latents alone, as a ControlNet for a text-to-image model does (the ablations, docs/experiments.md).
+    in_channels: int = 9
+    control_image: str = "paint_mask"
+
+    def __post_init__(self):
+        if self.control_image not in CONTROL_IMAGES:
+            raise ValueError(f"unknown control image {self.control_image!r}; choose one of {', '.join(CONTROL_IMAGES)}")
 
 
 @dataclass(frozen=True)
@@ -91,9 +111,13 @@ class ModelConfig:
                              f"downsamples by {self.vae.downsample_factor}x")
         if self.unet.out_channels != self.vae.latent_channels:
             raise ValueError("the U-Net must predict as many channels as the VAE's latents have")
-        if self.unet.in_channels != 2 * self.vae.latent_channels + 1:
-            raise ValueError("an inpainting U-Net reads latents + mask + masked-image latents "
-                             f"= {2 * self.vae.latent_channels + 1} channels")
+        latents, inpainting = self.vae.latent_channels, 2 * self.vae.latent_channels + 1
+        if self.unet.in_channels not in (inpainting, latents):
+            raise ValueError(f"an inpainting U-Net reads latents + mask + masked-image latents = {inpainting} "
+                             f"channels, a text-to-image one the {latents} latents alone, not {self.unet.in_channels}")
+        if self.controlnet.in_channels not in (self.unet.in_channels, latents):
+            raise ValueError(f"the ControlNet reads the U-Net's {self.unet.in_channels} input channels or the "
+                             f"{latents} noisy latents alone, not {self.controlnet.in_channels}")
 
 
 SD2_INPAINT = ModelConfig(name="sd2-inpaint", image_size=512)
@@ -110,3 +134,15 @@ TOY = ModelConfig(
 )
 
 PRESETS = {config.name: config for config in (SD2_INPAINT, TOY)}
+
+
+def variant(config: ModelConfig, unet_in_channels: int | None = None, controlnet_in_channels: int | None = None,
+            control_image: str | None = None) -> ModelConfig:
+    """A config with another U-Net input (4: text-to-image), ControlNet input (4: the noisy latents alone)
+    or control image; None keeps the config's (a ControlNet never reads more than its U-Net).
+    What the ablations train (docs/experiments.md)."""
+    unet = replace(config.unet, in_channels=unet_in_channels or config.unet.in_channels)
+    controlnet = replace(config.controlnet,
+                         in_channels=controlnet_in_channels or min(config.controlnet.in_channels, unet.in_channels),
+                         control_image=control_image or config.controlnet.control_image)
+    return replace(config, unet=unet, controlnet=controlnet)

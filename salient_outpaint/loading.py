@@ -2,11 +2,13 @@
 weights (+ a ControlNet) in any layout the checkpoint loader reads."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from .checkpoints import load_checkpoint
+from .checkpoints.diffusers import configured_variant
 from .config import PRESETS
 from .modules.models import Models, empty_models
 from .precision import resolve_dtype
@@ -25,9 +27,13 @@ def load_models(checkpoint: str | Path | None = None, controlnet: str | Path | N
     default: fp16 on a GPU, fp32 on a CPU) and moved to `device` one at a time."""
     preset = preset or ("sd2-inpaint" if checkpoint else "toy")
     checkpoint = Path(checkpoint) if checkpoint else TOY_WEIGHTS
-    models = empty_models(PRESETS[preset], with_controlnet, resolve_dtype(dtype, device))
-    loaded = load_checkpoint(checkpoint, models, device=device)
-    if controlnet and with_controlnet:
+    controlnet = controlnet if with_controlnet else None
+    # A variant (docs/experiments.md) is read from the weights' config.json files.
+    config = configured_variant(PRESETS[preset], [checkpoint] + ([controlnet] if controlnet else []))
+    models = empty_models(config, with_controlnet, resolve_dtype(dtype, device))
+    # With a ControlNet kept elsewhere, the checkpoint's own (if any) is not loaded: it may be another variant.
+    loaded = load_checkpoint(checkpoint, replace(models, controlnet=None) if controlnet else models, device=device)
+    if controlnet:
         loaded += load_checkpoint(controlnet, models, device=device)
     missing = [name for name in models.components() if name not in loaded]
     if missing:

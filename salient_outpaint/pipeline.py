@@ -31,7 +31,8 @@ class SamplingOptions:
     control_scale: float = 1.0  # 0 reproduces plain SI2
     sampler: str = "dpm++2m"
     eta: float = 0.0  # DDIM only
-    paste_back: bool = False  # put the original object pixels back (the VAE round trip is lossy)
+    paste_back: bool = False  # put the original object pixels back (the VAE round trip is lossy); always
+    # done with a text-to-image U-Net
     feather: int = 2  # pixels of soft edge for the paste-back
     control_start: float = 0.0  # the ControlNet acts from this fraction of the steps ...
     control_end: float = 1.0  # ... to this one (diffusers' control_guidance_start / _end)
@@ -111,9 +112,11 @@ class OutpaintPipeline:
             residuals = None
             if controlnet is not None and int(timestep) in controlled:
                 dtype = dtype_of(controlnet)
-                residuals = controlnet(unet_input.to(dtype), timestep, context.to(dtype), control.to(dtype),
+                controlnet_input = conditioning.network_input(unet_input, controlnet.config.in_channels)
+                residuals = controlnet(controlnet_input.to(dtype), timestep, context.to(dtype), control.to(dtype),
                                        options.control_scale).to(dtype_of(unet))
             dtype = dtype_of(unet)
+            unet_input = conditioning.network_input(unet_input, unet.config.in_channels)
             prediction = unet(unet_input.to(dtype), timestep, context.to(dtype), residuals).float()
             if not guided:
                 return prediction
@@ -154,14 +157,17 @@ class OutpaintPipeline:
         copies = len(prompts)
         mask_latent = conditioning.latent_mask(paint_mask, latent_size).expand(copies, -1, -1, -1)
         masked_latents = masked_latents.expand(copies, -1, -1, -1)
-        control = conditioning.control_image(paint_mask).expand(copies, -1, -1, -1)
+        control = conditioning.control_image(paint_mask, padded_image, config.controlnet.control_image).expand(
+            copies, -1, -1, -1)
 
         denoise = self.denoiser(mask_latent, masked_latents, context, control, options)
         sample = SAMPLERS[options.sampler]
         latents = sample(denoise, latents, options.steps, self.alphas_cumprod, config.schedule.prediction_type,
                          eta=options.eta, generator=generator, progress=progress)
         images = vae.decode((latents / scale).to(dtype_of(vae))).float().clamp(-1.0, 1.0)[..., :height, :width].cpu()
-        if options.paste_back:  # the object as the U-Net kept it: the binarised mask
+        # A text-to-image U-Net has no input through which the object's pixels reach it: it draws the
+        # object anew (guided by a ControlNet that sees it), so the original is always pasted back.
+        if options.paste_back or not config.unet.inpainting:  # the object as the U-Net kept it: the binarised mask
             kept_object = 1 - conditioning.binary_paint_mask(conditioning.paint_mask_from_object(object_mask))
             images = feathered_paste(images, image[None].cpu(), kept_object[None].cpu(), options.feather)
         return images

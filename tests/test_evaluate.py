@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import evaluate as evaluate_cli
 from salient_outpaint.checkpoints import save_checkpoint
 from salient_outpaint.config import TOY
+from salient_outpaint.data.images import load_image as load_image_file
 from salient_outpaint.data.images import load_mask, mask_as_image, save_image
 from salient_outpaint.data.manifest import read_manifest
 from salient_outpaint.data.masks import dilate
@@ -106,7 +107,9 @@ def test_fid_lpips_and_clip_metrics_are_computed_when_their_weights_are_given(tm
     for method in ("kept", "grown"):
         summary = report["summary"]["methods"][method]
         assert summary["set_metrics"]["fid"] >= 0
-        assert summary["set_metrics"]["lpips_diversity"] == pytest.approx(0, abs=1e-6)  # both samples are equal
+        # both samples of an input are equal
+        assert summary["metrics"]["lpips_diversity"]["mean"] == pytest.approx(0, abs=1e-6)
+        assert summary["metrics"]["background_diversity"]["mean"] == pytest.approx(0, abs=1e-6)
         assert summary["metrics"]["clip_score"]["count"] == 6
     # the object's box is red before and after in both methods
     assert report["summary"]["methods"]["kept"]["metrics"]["object_similarity"]["mean"] == pytest.approx(1, abs=1e-3)
@@ -236,3 +239,25 @@ def test_generate_mode_on_toy_scenes_compares_with_and_without_controlnet(tmp_pa
         assert sorted(path.name for path in (tmp_path / "eval" / method).iterdir()) == ["0000_0.png", "0001_0.png"]
     assert (tmp_path / "eval" / "inputs" / "manifest.jsonl").is_file()
     assert "Background as prompted" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_control_scale_zero_reproduces_the_unet_alone_on_the_same_noise(tmp_path):
+    torch.manual_seed(0)
+    models = build_models(TOY)
+    for zero_conv in [*models.controlnet.controlnet_down_blocks, models.controlnet.controlnet_mid_block]:
+        torch.nn.init.normal_(zero_conv.weight, std=0.5)  # a ControlNet that acts
+    weights = save_checkpoint(models, tmp_path / "weights", "diffusers")
+    common = ["--generate", "--toy", "1", "--num-images", "1", "--steps", "2", "--checkpoint", str(weights),
+              "--preset", "toy"]
+    folders = {}
+    for name, extra in [("scale0", ["--methods", "controlnet", "--control-scale", "0"]),
+                        ("scale1", ["--methods", "controlnet"]), ("alone", ["--methods", "no-controlnet"])]:
+        assert evaluate_cli.main(common + extra + ["--out", str(tmp_path / name)]) == 0
+        folders[name] = load_image_file(next((tmp_path / name).glob("*controlnet/0000_0.png")))
+    assert torch.equal(folders["scale0"], folders["alone"])
+    assert not torch.equal(folders["scale1"], folders["alone"])
+
+
+def test_a_controlnet_window_that_ends_before_it_starts_is_a_flag_error(tmp_path, capsys):
+    assert "--control-start 0.6 and --control-end 0.4" in error_of(capsys, [
+        "--generate", "--toy", "1", "--control-start", "0.6", "--control-end", "0.4", "--out", str(tmp_path)])

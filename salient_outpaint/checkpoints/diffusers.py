@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import ModelConfig
+from ..config import ModelConfig, variant
 from ..modules.controlnet import ControlNet
 from .keymap import KeyMap, Source, map_by_prefix
 
@@ -61,15 +61,10 @@ def hf_clip_map(our_keys, prefix: str = "text_model.") -> KeyMap:
     return KeyMap("diffusers (Hugging Face CLIP)", sources, unused=(prefix + "embeddings.position_ids",))
 
 
-def controlnet_config_json(config: ModelConfig) -> dict:
-    """The config.json diffusers' ControlNetModel needs to rebuild our ControlNet."""
+def encoder_config_json(config: ModelConfig) -> dict:
+    """The config.json entries diffusers' UNet2DConditionModel and ControlNetModel share."""
     unet = config.unet
-    levels = len(unet.block_out_channels)
     return {
-        "_class_name": "ControlNetModel",
-        "in_channels": unet.in_channels,
-        "conditioning_channels": config.controlnet.conditioning_channels,
-        "conditioning_embedding_out_channels": list(config.controlnet.conditioning_embedding_channels),
         "block_out_channels": list(unet.block_out_channels),
         "down_block_types": ["CrossAttnDownBlock2D" if attention else "DownBlock2D"
                              for attention in unet.cross_attention_levels],
@@ -83,11 +78,60 @@ def controlnet_config_json(config: ModelConfig) -> dict:
         "only_cross_attention": False,
         "upcast_attention": False,
         "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "num_attention_heads": None,
+        "transformer_layers_per_block": [1] * len(unet.block_out_channels),
+    }
+
+
+def unet_config_json(config: ModelConfig) -> dict:
+    """The config.json diffusers' UNet2DConditionModel needs to rebuild our U-Net."""
+    return {"_class_name": "UNet2DConditionModel", "in_channels": config.unet.in_channels,
+            "out_channels": config.unet.out_channels, "sample_size": config.image_size // config.vae.downsample_factor,
+            **encoder_config_json(config),
+            "up_block_types": ["CrossAttnUpBlock2D" if attention else "UpBlock2D"
+                               for attention in reversed(config.unet.cross_attention_levels)]}
+
+
+def controlnet_config_json(config: ModelConfig) -> dict:
+    """The config.json diffusers' ControlNetModel needs to rebuild our ControlNet, plus `control_image`
+    (what its control image shows; diffusers ignores the entry)."""
+    return {
+        "_class_name": "ControlNetModel",
+        "in_channels": config.controlnet.in_channels,
+        "conditioning_channels": config.controlnet.conditioning_channels,
+        "conditioning_embedding_out_channels": list(config.controlnet.conditioning_embedding_channels),
+        **encoder_config_json(config),
         "controlnet_conditioning_channel_order": "rgb",
         "global_pool_conditions": False,
-        "num_attention_heads": None,
-        "transformer_layers_per_block": [1] * levels,
+        "control_image": config.controlnet.control_image,
     }
+
+
+def component_config(path: Path, component: str) -> dict:
+    """The config.json of a component given as a diffusers folder, a component folder or its weight
+    file ({} when there is none)."""
+    class_name = {"unet": "UNet2DConditionModel", "controlnet": "ControlNetModel"}[component]
+    folder = path.parent if path.is_file() else path
+    for candidate in (folder / component / "config.json", folder / "config.json"):
+        if candidate.is_file():
+            entries = json.loads(candidate.read_text())
+            if entries.get("_class_name") == class_name:
+                return entries
+    return {}
+
+
+def configured_variant(config: ModelConfig, paths) -> ModelConfig:
+    """`config` with the U-Net input, ControlNet input and control image that the config.json files of
+    the checkpoints at `paths` record (later paths win); folders without them keep the config's. This
+    is how a variant trained with train.py's --unet-in-channels, --controlnet-in-channels or
+    --control-image loads without flags."""
+    unet_in_channels = controlnet_in_channels = control_image = None
+    for path in map(Path, paths):
+        unet, controlnet = component_config(path, "unet"), component_config(path, "controlnet")
+        unet_in_channels = unet.get("in_channels", unet_in_channels)
+        controlnet_in_channels = controlnet.get("in_channels", controlnet_in_channels)
+        control_image = controlnet.get("control_image", control_image)
+    return variant(config, unet_in_channels, controlnet_in_channels, control_image)
 
 
 def save_controlnet_folder(controlnet: ControlNet, config: ModelConfig, folder: str | Path) -> Path:

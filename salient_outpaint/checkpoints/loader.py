@@ -9,6 +9,7 @@ Supported, detected from the keys themselves:
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -191,7 +192,7 @@ def save_checkpoint(models: Models, destination: str | Path, layout: str,
                     components: list[str] | None = None) -> Path:
     """Write in one of `LAYOUTS`: `ldm` (one file with every built component, the ControlNet under
     control_model.*), `cldm` (the ControlNet alone, lllyasviel's layout) or `diffusers` (a folder with
-    one sub-folder per component, the ControlNet's with the config.json diffusers needs).
+    one sub-folder per component, the U-Net's and the ControlNet's with the config.json diffusers needs).
     `components` limits what is written (default: every built network)."""
     destination = Path(destination)
     modules = {name: module for name, module in models.components().items()
@@ -217,6 +218,9 @@ def save_checkpoint(models: Models, destination: str | Path, layout: str,
             # transformers names its weight file differently from diffusers
             name = "model.safetensors" if component == "text_encoder" else diffusers.WEIGHT_FILES[0]
             save_state_dict(to_foreign(our_keys, key_map), destination / component / name)
+            if component == "unet":  # its input channels tell an inpainting U-Net from a text-to-image one
+                (destination / component / "config.json").write_text(
+                    json.dumps(diffusers.unet_config_json(models.config), indent=2))
     else:
         raise CheckpointError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     return destination

@@ -5,6 +5,7 @@ with salient_outpaint.segmentation).
   fid.py            Fréchet distance between feature statistics (FID)
   fid_inception.py  the Inception-v3 variant whose pool features FID is defined on
   lpips.py          LPIPS distance and the diversity of several samples
+  diversity.py      the toy world's stand-in for LPIPS diversity: per-pixel distance in the background
   clip_score.py     CLIP score of image vs prompt, CLIP similarity of the object before vs after
   report.py         per-image records -> JSON summary and Markdown tables
 """

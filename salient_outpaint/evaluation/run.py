@@ -20,8 +20,10 @@ from ..data.images import IMAGE_SUFFIXES, images_in, load_image, load_mask, mask
 from ..data.manifest import ManifestInput
 from ..data.synthetic import ToyWorldDataset, background_signatures, classify_background
 from ..segmentation import SegmentPrompt, Segmenter, refine_mask
+from .diversity import background_pixel_diversity
 from .expansion import object_expansion
 from .report import markdown_category_table, markdown_table
+
 
 def write_toy_manifest(folder: str | Path, count: int, size: int = 64, seed: int = 0) -> Path:
     """`count` held-out toy scenes as PNGs plus their manifest. The prompt is the scene's caption; the
@@ -106,13 +108,16 @@ def object_mask_of(item: ManifestInput) -> torch.Tensor:
 
 @torch.no_grad()
 def image_records(method: str, folder: Path, inputs: Sequence[ManifestInput], segmenter: Segmenter,
-                  clip_embedder=None, device: str | torch.device = "cpu") -> list[dict]:
+                  clip_embedder=None, device: str | torch.device = "cpu", lpips=None) -> list[dict]:
     """One record per generated image of a method:
 
       expanded_pixels, expansion_fraction,
       expansion_ratio                      object expansion (see expansion.py), always
       background_match                     toy scenes: 1 if the painted background is classified as
                                            the prompted one (the toy world's stand-in for CLIP score)
+      background_diversity                 inputs with 2+ samples: how different their backgrounds are
+                                           (diversity.py), the input's value on each of its records
+      lpips_diversity                      the same with LPIPS (lpips.py), given its network
       clip_score, object_similarity        with a CLIP embedder (see clip_score.py)
     """
     signatures = None
@@ -137,6 +142,14 @@ def image_records(method: str, folder: Path, inputs: Sequence[ManifestInput], se
                 record["background_match"] = float(
                     classify_background(image, object_mask.float(), signatures) == item.background)
             item_records.append(record)
+        if len(samples) >= 2:  # diversity is a property of the input's samples together
+            diversity = {"background_diversity": background_pixel_diversity(samples, object_mask)}
+            if lpips is not None:
+                from .lpips import pairwise_diversity  # torchvision loads only when it is used
+
+                diversity["lpips_diversity"] = pairwise_diversity(lpips, samples.to(device))
+            for record in item_records:
+                record.update(diversity)
         if clip_embedder is not None:
             from .clip_score import clip_score, object_similarity  # open_clip loads only when it is used
 
@@ -175,23 +188,6 @@ def fid_per_method(folders: Mapping[str, Path], inputs: Sequence[ManifestInput],
     return results
 
 
-def lpips_diversity_per_method(folders: Mapping[str, Path], inputs: Sequence[ManifestInput], lpips,
-                               device: str | torch.device = "cpu") -> dict[str, float]:
-    """Mean over inputs of the mean LPIPS between an input's samples; inputs with one sample are left out."""
-    from .lpips import pairwise_diversity
-
-    results = {}
-    for method, folder in folders.items():
-        diversities = []
-        for item in tqdm(inputs, desc=f"LPIPS {method}"):
-            samples = load_samples(folder, item)
-            if len(samples) >= 2:
-                diversities.append(pairwise_diversity(lpips, samples.to(device)))
-        if diversities:
-            results[method] = sum(diversities) / len(diversities)
-    return results
-
-
 def check_weight_file(path: str | Path, flag: str, expected: str) -> None:
     """Fail before any long work if a weights file is missing."""
     if not Path(path).is_file():
@@ -223,6 +219,11 @@ def markdown_report(summary: Mapping, notes: Sequence[str] = ()) -> str:
     if any("background_match" in method["metrics"] for method in methods):
         sections.append(("Background as prompted per category (toy), mean",
                          markdown_category_table(summary, "background_match")))
+    for metric, title in (("background_diversity", "Background diversity (mean per-pixel distance between "
+                                                   "samples of an input) per category, mean"),
+                          ("lpips_diversity", "LPIPS diversity between samples of an input per category, mean")):
+        if any(metric in method["metrics"] for method in methods):
+            sections.append((title, markdown_category_table(summary, metric)))
     text = "# Evaluation\n\n" + "".join(f"## {title}\n\n{table}\n\n" for title, table in sections)
     if notes:
         text += "".join(f"- {note}\n" for note in notes)

@@ -1,12 +1,15 @@
 """ControlNet: a trainable copy of the U-Net's encoder half that steers the frozen U-Net.
 
 It reads the same 9-channel input as the U-Net plus a control image (here the inverted
-salient-object mask as 3 channels, white = background to paint, as in the authors' release),
+salient-object mask as 3 channels, white = background to paint, as in the authors' release;
+the ablations also try the 4 noisy latents alone, and the masked object as the control image),
 and returns one residual per U-Net skip connection and one for the middle block. Every
 residual passes a 1x1 convolution initialised to zero, so at the start of training the
 ControlNet adds nothing and the system is exactly the frozen SI2.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +46,7 @@ class ControlNet(DiffusionEncoder):
     OWN_LAYERS = ("controlnet_cond_embedding", "controlnet_down_blocks", "controlnet_mid_block")
 
     def __init__(self, unet_config: UNetConfig, config: ControlNetConfig):
-        super().__init__(unet_config)
+        super().__init__(replace(unet_config, in_channels=config.in_channels))
         self.controlnet_config = config
         self.controlnet_cond_embedding = ConditioningEmbedding(
             config.conditioning_channels, config.conditioning_embedding_channels, unet_config.block_out_channels[0])
@@ -61,8 +64,9 @@ class ControlNet(DiffusionEncoder):
     @classmethod
     def from_unet(cls, unet: UNet, config: ControlNetConfig, dtype: torch.dtype | None = None) -> "ControlNet":
         """A ControlNet whose encoder starts as an exact copy of the U-Net's (in `dtype`, default the
-        U-Net's). It is built on the meta device and each encoder tensor is copied in once: only its
-        own layers are initialised."""
+        U-Net's); one reading fewer channels (the noisy latents alone) copies their part of conv_in. It
+        is built on the meta device and each encoder tensor is copied in once: only its own layers are
+        initialised."""
         weight = unet.conv_in.weight
         dtype = dtype or weight.dtype
         with torch.device("meta"):
@@ -77,13 +81,14 @@ class ControlNet(DiffusionEncoder):
         controlnet.zero_outputs()
         encoder_weights = {key: value.detach().to(dtype=dtype, copy=True) for key, value in unet.state_dict().items()
                            if key.split(".")[0] in ("conv_in", "time_embedding", "down_blocks", "mid_block")}
+        encoder_weights["conv_in.weight"] = encoder_weights["conv_in.weight"][:, :config.in_channels].contiguous()
         missing, unexpected = controlnet.load_state_dict(encoder_weights, strict=False, assign=True)
         assert not unexpected and all(key.startswith(cls.OWN_LAYERS) for key in missing)
         return controlnet.to(dtype)
 
     def forward(self, latent_input: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                 control_image: torch.Tensor, conditioning_scale: float = 1.0) -> ControlResiduals:
-        """latent_input (B, 9, h, w), control_image (B, 3, H, W) in [0, 1] -> residuals for the U-Net."""
+        """latent_input (B, in_channels, h, w), control_image (B, 3, H, W) in [0, 1] -> residuals for the U-Net."""
         time_embedding = self.embed_timesteps(timesteps, latent_input.shape[0], latent_input.dtype)
         x = self.conv_in(latent_input) + self.controlnet_cond_embedding(control_image.to(latent_input.dtype))
         x, skips = self.encode(x, time_embedding, context)

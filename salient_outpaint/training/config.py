@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from ..config import PRESETS, ModelConfig, variant
 from ..precision import DTYPES, resolve_dtype
 
 STAGES = ("vae", "unet", "controlnet")
@@ -20,6 +21,11 @@ class TrainConfig:
     stage: str = "controlnet"
     preset: str = "toy"
     init: tuple[str, ...] = ()  # checkpoints loaded before training (any layout the loader reads)
+    # Model variants for the ablations (docs/experiments.md); 0 / "" keep the preset's. The exported
+    # weights' config.json files record them, so sample.py and evaluate.py load them without flags.
+    unet_in_channels: int = 0  # 4: a text-to-image U-Net, no mask or masked-image channels
+    controlnet_in_channels: int = 0  # 4: the ControlNet reads the noisy latents alone
+    control_image: str = ""  # what the ControlNet's control image shows, one of config.CONTROL_IMAGES
     data: tuple[str, ...] = ("toy",)  # dataset specs, see salient_outpaint/data/specs.py
     data_weights: tuple[float, ...] = ()  # mixture weights, one per spec (default: equal)
     latents: str = ""  # a folder of precomputed VAE latents and text embeddings (latent_cache.py); "": encode live
@@ -54,6 +60,8 @@ class TrainConfig:
     resume: bool = False
 
     def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         if self.stage not in STAGES:
             raise ValueError(f"unknown stage {self.stage!r}; choose one of {', '.join(STAGES)}")
         for name, value in (("precision", self.precision), ("frozen_dtype", self.frozen_dtype or "fp32")):
@@ -82,6 +90,15 @@ class TrainConfig:
             raise ValueError("precomputed --latents serve the controlnet stage only: its paint mask is fixed by the "
                              f"object mask, while the {self.stage} stage draws new masks (or trains the encoder) "
                              "at every step")
+        if self.latents and self.control_image == "masked_object":
+            raise ValueError("the masked_object control image is made from the image, which precomputed --latents "
+                             "do not keep; train it without --latents")
+        self.model_config()  # a variant the architecture cannot take fails here, before any work
+
+    def model_config(self) -> ModelConfig:
+        """The preset with this run's variant applied."""
+        return variant(PRESETS[self.preset], self.unet_in_channels or None, self.controlnet_in_channels or None,
+                       self.control_image or None)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -27,7 +27,6 @@ from tqdm import tqdm
 
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..checkpoints.io import remove_temporary_files
-from ..config import PRESETS
 from ..data.check import check_data
 from ..data.specs import build_dataset
 from ..precision import resolve_dtype
@@ -53,7 +52,7 @@ def prepare_models(config: TrainConfig, device: torch.device) -> Models:
     torch.manual_seed(config.seed)  # the same initial weights on every process
     dtypes = {name: torch.float32 if name in TRAINABLE[config.stage] else frozen_dtype(config, device)
               for name in ("vae", "unet", "text_encoder", "controlnet")}
-    models = empty_models(PRESETS[config.preset], with_controlnet=config.stage == "controlnet")
+    models = empty_models(config.model_config(), with_controlnet=config.stage == "controlnet")
     for name, module in models.components().items():
         module.to(dtypes[name])
     loaded = [name for path in config.init for name in load_checkpoint(path, models, device=device)]

@@ -124,14 +124,18 @@ class TrainingObjective(nn.Module):
         latents, masked_latents = latents.float(), masked_latents.float()
         noisy = add_noise(latents, noise, timesteps, self.alphas_cumprod)
         unet_input = conditioning.unet_input(noisy, conditioning.latent_mask(paint_mask, latent_shape[-2:]),
-                                             masked_latents)
+                                             masked_latents)  # (B, 9, h, w)
         context = self.encode_text(captions)
         unet = self.networks["unet"]
         unet_dtype = dtype_of(unet)
         control = None
         if self.stage == "controlnet":
-            control = self.networks["controlnet"](unet_input, timesteps, context,
-                                                  conditioning.control_image(paint_mask)).to(unet_dtype)
+            controlnet = self.networks["controlnet"]
+            control_image = conditioning.control_image(paint_mask, batch.get("image"),
+                                                       self.config.controlnet.control_image)
+            control = controlnet(conditioning.network_input(unet_input, controlnet.config.in_channels), timesteps,
+                                 context, control_image).to(unet_dtype)
+        unet_input = conditioning.network_input(unet_input, unet.config.in_channels)
         prediction = unet(unet_input.to(unet_dtype), timesteps, context.to(unet_dtype), control).float()
         target = noise if self.objective == "epsilon" else velocity(latents, noise, timesteps, self.alphas_cumprod)
         return F.mse_loss(prediction, target)
