@@ -135,7 +135,7 @@ def test_the_soft_map_reaches_the_controlnet_soft(pipeline, monkeypatch):
     than the tolerance: the soft case tests the soft control path."""
     from salient_outpaint import conditioning
 
-    binary_control = lambda paint_mask: conditioning.binary_paint_mask(paint_mask).expand(-1, 3, -1, -1)
+    binary_control = lambda paint_mask, *image_and_kind: conditioning.binary_paint_mask(paint_mask).expand(-1, 3, -1, -1)
     monkeypatch.setattr(conditioning, "control_image", binary_control)
     assert (run(pipeline, "ddim_soft") - REFERENCE["ddim_soft.images"]).abs().max() > 5 * TOLERANCE
 

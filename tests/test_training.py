@@ -160,12 +160,16 @@ def assert_ranks_match_one_process(out: Path, single: dict) -> None:
     """Both ranks must hold identical weights (DDP), and those must equal a single process with batch 4
     up to float32 reduction order: the gradient is averaged over ranks instead of over the batch, a few
     ulps apart. AdamW divides by the gradient's running RMS, so where a gradient is near zero those ulps
-    can move a weight by a visible fraction of lr; we measured at most 1.8e-5 after 3 steps at lr 1e-3,
-    and allow 1e-4 (a tenth of one step): a different batch moves weights by ~lr."""
+    can move a weight by a visible fraction of lr; we measured at most 1.8e-5 after 3 steps at lr 1e-3
+    with one initialisation, and single weights off by 1.5e-4 and 5.4e-4 with others. AdamW moves a weight
+    by at most ~lr a step, so: every weight within 3 steps (3e-3), and at most 0.01% of them past a tenth
+    of a step (1e-4); a different batch moves nearly every weight by ~lr."""
     rank0, rank1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), f"ranks disagree on {key}"
-        torch.testing.assert_close(rank0[key], single[key], rtol=0, atol=1e-4)
+    differences = torch.cat([(rank0[key] - single[key]).abs().flatten() for key in rank0])
+    assert (differences > 1e-4).float().mean() <= 1e-4, f"{int((differences > 1e-4).sum())} weights past 1e-4"
+    assert differences.max() <= 3e-3, f"max difference {differences.max():.2e}"
 
 
 @pytest.mark.slow
