@@ -39,7 +39,8 @@ from .objective import TrainingObjective
 from .run_lock import run_lock
 from .run_log import RunLog, require_tensorboard
 from .sampler import batch_positions, sample_generator
-from .state import checkpoints_in, load_training_state, restore_rng_states, rng_states, save_training_state
+from .state import (LEGACY_CHECKPOINT, checkpoints_in, load_training_state, restore_rng_states, rng_states,
+                    save_training_state)
 from .validation import dataset_items, save_validation_grid, user_items, validation_grid
 
 TRAINABLE = {"vae": ("vae",), "unet": ("unet", "text_encoder"), "controlnet": ("controlnet",)}
@@ -236,6 +237,11 @@ def run_folder(config: TrainConfig, process: distributed.Process) -> Iterator[di
 
 def resume_state(config: TrainConfig, process: distributed.Process) -> dict | None:
     out_dir = Path(config.out_dir)
+    if (out_dir / LEGACY_CHECKPOINT).is_file() and not checkpoints_in(out_dir):
+        raise ValueError(f"{out_dir / LEGACY_CHECKPOINT} is a checkpoint of an older train.py, whose format can hold "
+                         "code, so it is not loaded; if you made it yourself, convert it with "
+                         f"'python -m salient_outpaint.training.upgrade {out_dir}' and resume, or give another "
+                         "--out-dir to start a new run")
     if not config.resume:
         if checkpoints_in(out_dir):
             raise ValueError(f"{out_dir} holds checkpoints of an earlier run (newest: {checkpoints_in(out_dir)[0].name}); "

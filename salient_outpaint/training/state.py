@@ -27,6 +27,7 @@ import torch
 from ..checkpoints.io import atomic_write
 
 CHECKPOINT_PATTERN = re.compile(r"checkpoint_(\d+)\.pt")
+LEGACY_CHECKPOINT = "checkpoint.pt"  # older versions' one checkpoint, with pickled numpy RNG states (see upgrade.py)
 STATE_KEYS = ("config", "step", "model", "ema", "optimizer", "scheduler", "scaler", "rng")
 
 
