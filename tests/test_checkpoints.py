@@ -86,7 +86,7 @@ def test_ema_weights_are_used_when_present(tmp_path):
     load_checkpoint(tmp_path / "ema.safetensors", without_ema, prefer_ema=False)
     key_map = ldm_maps(with_ema)["unet"]
     for key, source in key_map.sources.items():
-        (ldm_key,) = source.keys
+        ldm_key = source.key
         assert torch.equal(with_ema.unet.state_dict()[key], ldm[ldm_key] + 1.0)
         assert torch.equal(without_ema.unet.state_dict()[key], ldm[ldm_key])
 
@@ -153,7 +153,8 @@ def test_sd2_ldm_key_map_names_the_real_checkpoint_keys():
     for name, key_map in ldm_maps(models).items():
         ours = models.components()[name].state_dict()
         for our_key, source in key_map.sources.items():
-            foreign[source.keys[0]] = tuple(ours[our_key].shape) + ((1, 1) if source.conv1x1 else ())
+            rows, *rest = ours[our_key].shape
+            foreign[source.key] = (rows * source.parts, *rest) + ((1, 1) if source.conv1x1 else ())
     assert foreign["model.diffusion_model.input_blocks.0.0.weight"] == (320, 9, 3, 3)
     assert foreign["model.diffusion_model.input_blocks.3.0.op.weight"] == (320, 320, 3, 3)
     assert foreign["model.diffusion_model.input_blocks.11.0.in_layers.2.weight"] == (1280, 1280, 3, 3)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from salient_outpaint.checkpoints import CheckpointError, load_checkpoint
+from salient_outpaint.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from salient_outpaint.checkpoints.io import open_state_dict, save_state_dict
 from salient_outpaint.config import SD2_INPAINT, TOY
 from salient_outpaint.loading import TOY_WEIGHTS, load_models
@@ -27,7 +27,7 @@ def every_tensor(module):
 def test_loading_in_place_fills_every_tensor_like_loading_into_built_networks():
     """The same toy model through both routes; no tensor left on the meta device (parameters and
     buffers, persistent or not), and the outputs agree, which also covers tensors a checkpoint never
-    holds (the text encoder's causal mask is computed)."""
+    holds (the text encoder's causal attention masks nothing stored)."""
     in_place = load_models()
     built = build_models(TOY)
     load_checkpoint(TOY_WEIGHTS, built)
@@ -77,6 +77,31 @@ def test_controlnet_from_the_loaded_unet_owns_its_copy():
             assert torch.equal(value, unet_weights[key])
             assert value.untyped_storage().data_ptr() != unet_weights[key].untyped_storage().data_ptr(), key
         assert not value.is_meta, key
+
+
+def test_the_text_encoders_q_k_v_load_without_a_copy_from_either_layout(tmp_path):
+    """OpenCLIP (and ldm) fuse q|k|v into one in_proj tensor, Hugging Face CLIP keeps them apart: ours
+    keeps them apart too, and takes each as it is stored: in fp32, each of ours is the file's own
+    memory-mapped bytes (a storage torch did not allocate, so not resizable), from the fused tensor
+    a third of it (its storage holds all three), never a concatenated or copied tensor."""
+    from salient_outpaint.checkpoints.loader import ldm_maps
+    from salient_outpaint.checkpoints.keymap import to_foreign
+
+    source = build_models(TOY)
+    fused = to_foreign(source.text_encoder.state_dict(), ldm_maps(source)["text_encoder"])
+    save_file(fused, str(tmp_path / "open_clip.safetensors"))
+    save_checkpoint(source, tmp_path / "diffusers", "diffusers", components=["text_encoder"])
+    for checkpoint in (tmp_path / "open_clip.safetensors", tmp_path / "diffusers"):
+        models = empty_models(TOY, with_controlnet=False)
+        assert load_checkpoint(checkpoint, models) == ["text_encoder"]
+        for block, reference in zip(models.text_encoder.transformer.resblocks, source.text_encoder.transformer.resblocks):
+            projections = (block.attn.to_q.weight, block.attn.to_k.weight, block.attn.to_v.weight)
+            for ours, theirs in zip(projections, (reference.attn.to_q.weight, reference.attn.to_k.weight,
+                                                  reference.attn.to_v.weight)):
+                assert torch.equal(ours, theirs)
+                assert not ours.untyped_storage().resizable(), f"{checkpoint.name}: a copy"
+                parts = 3 if checkpoint.suffix else 1
+                assert ours.untyped_storage().nbytes() == parts * ours.numel() * ours.element_size()
 
 
 PEAK_SCRIPT = """

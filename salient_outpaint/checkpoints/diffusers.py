@@ -3,7 +3,7 @@
 Our U-Net, ControlNet and VAE already use diffusers' parameter names, so their maps are the
 identity, except the VAE attention names of diffusers before 0.14 (`query`, `key`, `value`,
 `proj_attn`). The text encoder of a diffusers SD2 folder is a Hugging Face `CLIPTextModel`
-with the 23 blocks SD2 uses; its attention keeps q, k and v apart where OpenCLIP fuses them.
+with the 23 blocks SD2 uses; its attention keeps q, k and v apart, as ours does.
 """
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ HF_CLIP_RULES = [("token_embedding.", "embeddings.token_embedding."),
                  ("transformer.resblocks.", "encoder.layers."),
                  ("ln_final.", "final_layer_norm.")]
 HF_CLIP_LEAVES = [("ln_1.", "layer_norm1."), ("ln_2.", "layer_norm2."), ("mlp.c_fc.", "mlp.fc1."),
-                  ("mlp.c_proj.", "mlp.fc2."), ("attn.out_proj.", "self_attn.out_proj.")]
+                  ("mlp.c_proj.", "mlp.fc2."), ("attn.to_q.", "self_attn.q_proj."),
+                  ("attn.to_k.", "self_attn.k_proj."), ("attn.to_v.", "self_attn.v_proj."),
+                  ("attn.to_out.0.", "self_attn.out_proj.")]
 
 
 def identity_map(our_keys) -> KeyMap:
@@ -52,12 +54,7 @@ def hf_clip_map(our_keys, prefix: str = "text_model.") -> KeyMap:
                 name = prefix + theirs + name[len(ours):]
         for ours, theirs in HF_CLIP_LEAVES:
             name = name.replace("." + ours, "." + theirs)
-        if ".attn.in_proj_" in key:  # OpenCLIP's fused q|k|v projection
-            kind = key.rsplit("_", 1)[1]  # "weight" or "bias"
-            stem = name.split(".attn.in_proj_")[0] + ".self_attn."
-            sources[key] = Source(tuple(f"{stem}{p}_proj.{kind}" for p in "qkv"))
-        else:
-            sources[key] = Source((name,))
+        sources[key] = Source(name)
     return KeyMap("diffusers (Hugging Face CLIP)", sources, unused=(prefix + "embeddings.position_ids",))
 
 

@@ -6,8 +6,9 @@ is the whole description of a format (see `ldm.py`, `diffusers.py`).
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -15,8 +16,12 @@ import torch
 @dataclass(frozen=True)
 class Source:
     """Where one of our tensors lives in a foreign checkpoint."""
-    keys: tuple[str, ...]  # one key, or several concatenated along dim 0 (HF CLIP's q, k, v)
+    key: str
     conv1x1: bool = False  # the foreign model stores this Linear as a 1x1 convolution
+    # Ours is slice `part` of `parts` equal slices along dim 0 of the foreign tensor (OpenCLIP's fused
+    # q|k|v projection, which our text encoder keeps apart): a view, so loading copies nothing.
+    part: int = 0
+    parts: int = 1
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ class KeyMap:
     namespace: str = ""
 
     def foreign_keys(self) -> set[str]:
-        return {key for source in self.sources.values() for key in source.keys}
+        return {source.key for source in self.sources.values()}
 
     def is_unused(self, foreign_key: str) -> bool:
         return any(foreign_key.startswith(prefix) for prefix in self.unused)
@@ -45,15 +50,14 @@ def rename(key: str, rules: list[tuple[str, str]]) -> str:
 
 def map_by_prefix(format: str, our_keys, rules: list[tuple[str, str]], conv1x1_prefixes: tuple[str, ...] = (),
                   unused: tuple[str, ...] = ()) -> KeyMap:
-    sources = {key: Source((rename(key, rules),), conv1x1=key.startswith(conv1x1_prefixes) and key.endswith("weight"))
+    sources = {key: Source(rename(key, rules), conv1x1=key.startswith(conv1x1_prefixes) and key.endswith("weight"))
                for key in our_keys}
     return KeyMap(format, sources, unused)
 
 
 def prefixed(key_map: KeyMap, prefix: str) -> KeyMap:
     """The same map for a checkpoint that nests the component under `prefix` (e.g. 'first_stage_model.')."""
-    sources = {ours: Source(tuple(prefix + key for key in source.keys), source.conv1x1)
-               for ours, source in key_map.sources.items()}
+    sources = {ours: replace(source, key=prefix + source.key) for ours, source in key_map.sources.items()}
     return KeyMap(key_map.format, sources, tuple(prefix + key for key in key_map.unused), namespace=prefix)
 
 
@@ -62,10 +66,11 @@ def gather(foreign: Mapping[str, torch.Tensor], key_map: KeyMap) -> Iterator[tup
     checkpoint (io.open_state_dict) is read one tensor at a time. Keys the map needs but `foreign`
     lacks are skipped (the strict loader reports them)."""
     for our_key, source in key_map.sources.items():
-        if not all(key in foreign for key in source.keys):
+        if source.key not in foreign:
             continue
-        tensors = [foreign[key] for key in source.keys]
-        tensor = torch.cat(tensors, dim=0) if len(tensors) > 1 else tensors[0]
+        tensor = foreign[source.key]
+        if source.parts > 1:
+            tensor = tensor.chunk(source.parts, dim=0)[source.part]
         if source.conv1x1 and tensor.dim() == 4:
             tensor = tensor[:, :, 0, 0]
         yield our_key, tensor
@@ -73,11 +78,15 @@ def gather(foreign: Mapping[str, torch.Tensor], key_map: KeyMap) -> Iterator[tup
 
 def to_foreign(ours: dict[str, torch.Tensor], key_map: KeyMap) -> dict[str, torch.Tensor]:
     """Scatter our state dict into the foreign layout (the inverse of `gather`)."""
-    foreign = {}
+    foreign, slices = {}, defaultdict(dict)
     for our_key, tensor in ours.items():
         source = key_map.sources[our_key]
         if source.conv1x1:
             tensor = tensor[:, :, None, None]
-        for key, part in zip(source.keys, tensor.chunk(len(source.keys), dim=0)):
-            foreign[key] = part.contiguous()
+        if source.parts > 1:
+            slices[source.key][source.part] = tensor
+        else:
+            foreign[source.key] = tensor.contiguous()
+    for key, parts in slices.items():
+        foreign[key] = torch.cat([parts[index] for index in sorted(parts)], dim=0)
     return foreign

@@ -3,15 +3,18 @@
 The single-file SD2-inpainting checkpoint nests its parts as
   model.diffusion_model.*     the U-Net  (input_blocks / middle_block / output_blocks)
   first_stage_model.*         the VAE    (encoder.down.N.block.M / decoder.up.N ...)
-  cond_stage_model.model.*    the OpenCLIP model (names as in open_clip)
+  cond_stage_model.model.*    the OpenCLIP model (names as in open_clip, q|k|v fused as `in_proj`)
 and lllyasviel's ControlNet nests its copy of the encoder under `control_model.*`.
 In ldm, the U-Net's blocks are numbered flat: input block k holds [resnet, attention] or
 [downsampler]; output block k holds [resnet, attention, upsampler] in that order.
 """
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+
 from ..config import ControlNetConfig, TextEncoderConfig, UNetConfig, VAEConfig
-from .keymap import KeyMap, map_by_prefix
+from .keymap import KeyMap, Source, map_by_prefix
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -121,5 +124,15 @@ def vae_map(config: VAEConfig, our_keys) -> KeyMap:
 
 
 def text_map(config: TextEncoderConfig, our_keys) -> KeyMap:
-    """Our text encoder already uses open_clip's names."""
-    return map_by_prefix("open_clip", our_keys, [], unused=text_unused(config))
+    """Our text encoder uses open_clip's names except in the attention, which keeps q, k and v apart
+    (`to_q`, ...) where open_clip fuses them into one `in_proj`: ours are slices of it."""
+    key_map = map_by_prefix("open_clip", our_keys, [], unused=text_unused(config))
+    sources = dict(key_map.sources)
+    for key in our_keys:
+        fused = re.fullmatch(r"(.*\.attn\.)to_([qkv])\.(weight|bias)", key)
+        if fused:
+            stem, projection, kind = fused.groups()
+            sources[key] = Source(f"{stem}in_proj_{kind}", part="qkv".index(projection), parts=3)
+        elif ".attn.to_out.0." in key:
+            sources[key] = Source(key.replace(".attn.to_out.0.", ".attn.out_proj."))
+    return replace(key_map, sources=sources)

@@ -60,14 +60,14 @@ class ResnetBlock(nn.Module):
 
 class Attention(nn.Module):
     """Multi-head attention from `query_dim` tokens onto `context_dim` tokens (self-attention when
-    no context is given)."""
+    no context is given); `causal`: each token attends only to itself and the tokens before it."""
 
     def __init__(self, query_dim: int, heads: int, head_dim: int, context_dim: int | None = None,
-                 qkv_bias: bool = False):
+                 qkv_bias: bool = False, causal: bool = False):
         super().__init__()
         inner_dim = heads * head_dim
         context_dim = context_dim or query_dim
-        self.heads = heads
+        self.heads, self.causal = heads, causal
         self.to_q = nn.Linear(query_dim, inner_dim, bias=qkv_bias)
         self.to_k = nn.Linear(context_dim, inner_dim, bias=qkv_bias)
         self.to_v = nn.Linear(context_dim, inner_dim, bias=qkv_bias)
@@ -79,7 +79,7 @@ class Attention(nn.Module):
         # (B, N, heads * head_dim) -> (B, heads, N, head_dim)
         q, k, v = (t.view(batch, -1, self.heads, t.shape[-1] // self.heads).transpose(1, 2)
                    for t in (self.to_q(x), self.to_k(context), self.to_v(context)))
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         return self.to_out[0](out.transpose(1, 2).reshape(batch, -1, q.shape[1] * q.shape[3]))
 
 

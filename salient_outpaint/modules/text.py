@@ -2,8 +2,9 @@
 
 SD2 takes the hidden states after the *penultimate* block of OpenCLIP ViT-H/14's text tower
 and passes them through the final LayerNorm; the last block and the projection to the joint
-image-text space are never used. Parameter names follow open_clip, so an OpenCLIP or SD2
-checkpoint maps onto this module by prefix alone. The tokenizer is open_clip's (its BPE
+image-text space are never used. Parameter names follow open_clip, except in the attention, which
+is the U-Net's (layers.Attention: q, k and v apart where open_clip fuses them into one `in_proj`,
+so that neither layout needs a copy to load; checkpoints/ldm.py:text_map). The tokenizer is open_clip's (its BPE
 vocabulary ships inside the package, so nothing is downloaded).
 """
 from __future__ import annotations
@@ -15,20 +16,21 @@ import torch
 from torch import nn
 
 from ..config import TextEncoderConfig
+from .layers import Attention
 
 
 class ResidualAttentionBlock(nn.Module):
     def __init__(self, width: int, heads: int):
         super().__init__()
         self.ln_1 = nn.LayerNorm(width)
-        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        # Each token sees only itself and the tokens before it, as CLIP was trained.
+        self.attn = Attention(width, heads, width // heads, qkv_bias=True, causal=True)
         self.ln_2 = nn.LayerNorm(width)
         self.mlp = nn.Sequential(OrderedDict([
             ("c_fc", nn.Linear(width, 4 * width)), ("gelu", nn.GELU()), ("c_proj", nn.Linear(4 * width, width))]))
 
-    def forward(self, x: torch.Tensor, causal_mask: torch.Tensor) -> torch.Tensor:
-        normed = self.ln_1(x)
-        x = x + self.attn(normed, normed, normed, attn_mask=causal_mask, need_weights=False)[0]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
 
@@ -57,12 +59,8 @@ class TextEncoder(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, 77) int64 -> context (B, 77, width)."""
         x = self.token_embedding(tokens) + self.positional_embedding
-        # Each token sees only itself and the tokens before it, as CLIP was trained. Made here rather
-        # than kept as a buffer: no checkpoint holds it, so a network loaded in place has it too.
-        length = tokens.shape[1]
-        mask = torch.full((length, length), float("-inf"), dtype=x.dtype, device=x.device).triu(1)
         for block in self.transformer.resblocks:
-            x = block(x, mask)
+            x = block(x)
         return self.ln_final(x)
 
 
