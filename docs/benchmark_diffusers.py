@@ -1,7 +1,7 @@
 """The diffusers side of `python -m salient_outpaint.benchmark`: the same work item, on the same files,
 in diffusers + transformers. Run by the benchmark in its own process, with a python that has them:
 
-    python docs/benchmark_diffusers.py ITEM DTYPE CACHE STEPS     # ITEM: load, step or decode
+    python docs/benchmark_diffusers.py ITEM DTYPE CACHE STEPS     # ITEM: load, step, decode or train
 
 Prints one JSON line with the same figures as ours (seconds, peak RSS, RSS after imports). The
 weights in CACHE/sd2 are the diffusers folder our benchmark wrote; the config.json files diffusers
@@ -56,6 +56,45 @@ def timed(function) -> float:
     return time.perf_counter() - start
 
 
+def train_steps(networks: dict, steps: int) -> float:
+    """What our `train` item times (training/benchmark.py): ControlNet training steps at 64x64 pixels,
+    batch 1, fp32 AdamW on the ControlNet, the rest frozen, each step encoding its image and masked image
+    with the VAE (the caption's embedding is reused, as our trainer caches it); seconds per step over `steps` steps
+    after a warm-up step."""
+    for name in ("unet", "vae", "text_encoder"):
+        networks[name].requires_grad_(False)
+    controlnet = networks["controlnet"].float().train()
+    optimizer = torch.optim.AdamW(controlnet.parameters(), lr=1e-5, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 64, 64, generator=generator) * 2 - 1
+    mask = (torch.rand(1, 1, 64, 64, generator=generator) > 0.5).float()
+    control = torch.rand(1, 3, 64, 64, generator=generator)
+    dtype = networks["unet"].dtype
+    with torch.no_grad():
+        context = networks["text_encoder"](torch.randint(0, 49408, (1, 77), generator=generator))[0]
+
+    def step():
+        with torch.no_grad():
+            vae = networks["vae"]
+            latents = vae.encode(image.to(dtype)).latent_dist.sample(generator) * 0.18215
+            masked = vae.encode((image * (1 - mask)).to(dtype)).latent_dist.mode() * 0.18215
+        noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype)
+        timesteps = torch.randint(0, 1000, (1,), generator=generator)
+        sample = torch.cat([latents * 0.5 + noise * 0.8, mask[:, :, ::8, ::8].to(dtype), masked], dim=1)
+        down, mid = controlnet(sample.float(), timesteps, context.float(), controlnet_cond=control,
+                               return_dict=False)
+        prediction = networks["unet"](sample, timesteps, context, down_block_additional_residuals=[
+            residual.to(dtype) for residual in down], mid_block_additional_residual=mid.to(dtype)).sample
+        loss = torch.nn.functional.mse_loss(prediction.float(), noise.float())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    return sum(timed(step) for _ in range(steps)) / steps
+
+
 def main(item: str, dtype_name: str, cache: str, steps: str) -> None:
     baseline = rss_mb()
     folder, dtype = Path(cache) / "sd2", DTYPES[dtype_name]
@@ -76,6 +115,8 @@ def main(item: str, dtype_name: str, cache: str, steps: str) -> None:
             networks["text_encoder"] = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=dtype)
 
         figures["load_s"] = timed(load)
+    if item == "train":
+        figures["work_s"] = train_steps(networks, int(steps))
     if item == "step":
         sample, timesteps, context = inputs["latent_input"], inputs["timesteps"], inputs["context"]
 

@@ -12,7 +12,8 @@ folder, so that diffusers reads the very same files. The work items:
   step    load, then one sampling step: ControlNet + U-Net on a batch of 2 (classifier-free guidance),
           64x64 latents (a 512x512 image); the median of --steps timed steps after one warm-up
   decode  load the VAE, decode 64x64 latents to a 512x512 image
-  train   one ControlNet training step (training/benchmark.py) at 64x64 pixels, batch 1, after a warm-up
+  train   ControlNet training steps (training/benchmark.py) at 64x64 pixels, batch 1, fp32 AdamW, the
+          frozen networks in --dtypes; seconds per step over --steps steps after a warm-up step
 Each item runs in a fresh process, which reports its own peak memory (the kernel's RSS high-water
 mark) above its RSS after imports. With diffusers (a python that has it, given by path: this package
 never imports it), the same item runs in docs/benchmark_diffusers.py, ours and theirs alternating
@@ -144,7 +145,7 @@ def variants(args, item: str, dtype: str) -> dict[str, list[str]]:
     commands = {"ours": ours}
     if args.compile and item in ("step", "train"):
         commands["ours --compile"] = ours + ["--compile"]
-    if args.diffusers_python and item != "train":
+    if args.diffusers_python:
         commands["diffusers"] = [args.diffusers_python, str(DIFFUSERS_WORKER), item, dtype, args.cache,
                                  str(args.steps)]
     return commands

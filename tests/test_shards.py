@@ -4,6 +4,7 @@ import json
 import tarfile
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -148,3 +149,31 @@ def test_two_workers_give_the_losses_of_none(tmp_path):
     for batch, other in zip(alone.batches(0), with_workers.batches(0)):
         assert torch.equal(batch[0]["image"], other[0]["image"]) and batch[0]["caption"] == other[0]["caption"]
     assert take_steps(with_workers, 3) == pytest.approx(take_steps(alone, 3), rel=1e-6)
+
+
+def test_shard_members_are_read_as_image_files_are_upright_by_exif_and_16_bit_masks_at_full_depth(tmp_path):
+    """A phone JPEG (pixels stored turned, EXIF orientation 6) and a 16-bit PNG mask, white above and a
+    quarter white below: the data check sees matching upright sizes, and training gets the picture
+    upright (red on top) and the mask white above only (an 8-bit conversion clips 16384 to white)."""
+    import io
+
+    from PIL import Image
+
+    from tests.test_images import save_as_stored
+
+    upright = torch.zeros(3, 40, 24, dtype=torch.uint8)
+    upright[0, :20], upright[2, 20:] = 255, 255  # red above, blue below
+    photo = io.BytesIO()
+    save_as_stored(upright, photo, 6, format="JPEG", quality=95)
+    mask = io.BytesIO()
+    Image.fromarray(np.repeat(np.array([65535, 16384], dtype=np.uint16), 20)[:, None].repeat(24, 1)).save(
+        mask, format="PNG")
+    shards.write_shard(tmp_path / "shard-000000.tar", [(0, ("jpg", photo.getvalue(), mask.getvalue(), ["a"]))])
+
+    dataset = ShardDataset(str(tmp_path / "shard-000000.tar"), size=16)
+    assert dataset.problems() == []
+    item = dataset.first_items(1)[0]
+    image = (item["image"] + 1) / 2
+    assert image[0, 0].mean() > 0.8 and image[2, 0].mean() < 0.2  # top row red
+    assert image[2, -1].mean() > 0.8 and image[0, -1].mean() < 0.2  # bottom row blue
+    assert item["mask"][0, 0].mean() > 0.99 and item["mask"][0, -1].mean() < 0.01

@@ -306,3 +306,20 @@ def test_tensorboard_logging_without_the_package_is_a_one_line_error(tmp_path, c
     error = capsys.readouterr().err.strip()
     assert error == ("error: --log-to tensorboard needs the tensorboard package: pip install "
                      "'salient-outpaint[tensorboard]' (or pip install tensorboard)")
+
+
+def test_the_caption_embedding_cache_is_bounded_and_does_not_change_embeddings(tmp_path, monkeypatch):
+    """A frozen text encoder's embeddings are kept for the first CAPTIONS_KEPT captions only (a real
+    dataset has millions, 0.3 MB each at SD2 size); the others are encoded at each use, to the same values."""
+    from salient_outpaint.training import objective
+
+    monkeypatch.setattr(objective, "CAPTIONS_KEPT", 2)
+    trainer = Trainer(toy_config(tmp_path), distributed.single_process())
+    captions = [f"a red square on {colour} grass" for colour in ("green", "blue", "grey", "pink", "black")]
+    first = trainer.objective.encode_text(captions)
+    again = trainer.objective.encode_text(list(reversed(captions)))
+    assert len(trainer.objective.text_cache) == 2
+    torch.testing.assert_close(again, first.flip(0), rtol=0, atol=0)
+    with torch.no_grad():
+        alone = trainer.objective.networks["text_encoder"](trainer.objective.tokenizer([captions[-1]]))[0]
+    torch.testing.assert_close(first[-1], alone, rtol=0, atol=0)

@@ -5,6 +5,7 @@ an animated file gives its first frame, 16-bit and float pixels are scaled to th
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -28,21 +29,24 @@ def images_in(folder: Path) -> list[Path]:
                   if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file())
 
 
-def open_image(path: str | Path, what: str) -> Image.Image:
-    """The picture in an image file as a viewer shows it: the first frame, turned upright by its EXIF
-    orientation. The file is closed on return."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"the {what} {path} does not exist")
+def open_image(source: str | Path | bytes, what: str) -> Image.Image:
+    """The picture in an image file (a path, or its bytes, e.g. a tar shard's member) as a viewer shows
+    it: the first frame, turned upright by its EXIF orientation. The file is closed on return."""
+    if isinstance(source, bytes):
+        name, opened = f"({len(source)} bytes)", io.BytesIO(source)
+    else:
+        name = opened = Path(source)
+        if not opened.is_file():
+            raise FileNotFoundError(f"the {what} {opened} does not exist")
     try:
-        with Image.open(path) as file:
+        with Image.open(opened) as file:
             frames = getattr(file, "n_frames", 1)
             file.load()  # the first frame: a file opens on it
             image = ImageOps.exif_transpose(file)  # a new, upright image (a plain copy without EXIF orientation)
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
-        raise ValueError(f"cannot read the {what} {path}: not an image file, or a damaged one ({error})") from None
+        raise ValueError(f"cannot read the {what} {name}: not an image file, or a damaged one ({error})") from None
     if frames > 1:
-        warnings.warn(f"the {what} {path} has {frames} frames; using the first", stacklevel=3)
+        warnings.warn(f"the {what} {name} has {frames} frames; using the first", stacklevel=3)
     return image
 
 
@@ -74,10 +78,14 @@ def load_image(path: str | Path) -> torch.Tensor:
     return rgb_of(open_image(path, "image")) * 2 - 1
 
 
+def mask_of(image: Image.Image) -> torch.Tensor:
+    """(1, H, W) in [0, 1] of any mode (white = object), 16-bit and float masks at their full depth."""
+    return to_tensor(image if image.mode in WHITE_OF_DEEP_MODES else image.convert("L"))
+
+
 def load_mask(path: str | Path) -> torch.Tensor:
     """A mask file (white = object) -> (1, H, W) in [0, 1]; not binarised here."""
-    mask = open_image(path, "mask")
-    return to_tensor(mask if mask.mode in WHITE_OF_DEEP_MODES else mask.convert("L"))
+    return mask_of(open_image(path, "mask"))
 
 
 class NoMaskInImage(ValueError):

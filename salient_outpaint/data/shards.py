@@ -41,7 +41,7 @@ from PIL import Image
 from ..checkpoints.io import atomic_write
 from .augment import augment, item_generator
 from .check import DataCheckError
-from .images import to_tensor, to_uint8
+from .images import mask_of, open_image, rgb_of, to_uint8
 
 MASK, CAPTIONS = "mask.png", "captions.json"
 THREADS = 8
@@ -84,12 +84,6 @@ def sample_keys(path: Path) -> list[str] | str:
     return keys
 
 
-def decode_image(data: bytes, mode: str) -> torch.Tensor:
-    """Image bytes -> (C, H, W) in [0, 1], C = 3 for mode "RGB", 1 for "L"."""
-    with Image.open(io.BytesIO(data)) as file:
-        return to_tensor(file.convert(mode))
-
-
 class ShardDataset:
     """The samples of tar shards, as micro-batches of a process's stream (see the module docstring).
     Not indexable: `len` counts the samples, `first_items` serves validation."""
@@ -115,8 +109,9 @@ class ShardDataset:
         """A raw sample (member suffix -> bytes) -> {"image", "mask", "caption"}, augmented by
         (seed, epoch, its number)."""
         image_suffix = next(suffix for suffix in sample if not suffix.startswith("__") and suffix not in (MASK, CAPTIONS))
-        image = decode_image(sample[image_suffix], "RGB") * 2 - 1  # (3, H, W) in [-1, 1]
-        mask = decode_image(sample[MASK], "L")  # (1, H, W) in [0, 1]
+        # read as the folder datasets read files: upright by EXIF, 16-bit at full depth
+        image = rgb_of(open_image(sample[image_suffix], "image")) * 2 - 1  # (3, H, W) in [-1, 1]
+        mask = mask_of(open_image(sample[MASK], "mask"))  # (1, H, W) in [0, 1]
         generator = item_generator(self.seed, epoch, int(sample["__key__"]))
         image, mask = augment(image, mask, self.size, generator)
         captions = json.loads(sample[CAPTIONS])
@@ -193,9 +188,8 @@ def shard_problems(path: Path) -> list[str]:
                     continue
                 sizes = []
                 for suffix in (images[0], MASK):
-                    try:
-                        with Image.open(archive.extractfile(members[suffix])) as file:
-                            sizes.append(file.size)
+                    try:  # the size as training reads it: upright by EXIF
+                        sizes.append(open_image(archive.extractfile(members[suffix]).read(), suffix).size)
                     except Exception as error:  # Pillow raises many types for damaged files
                         problems.append(f"{where}: cannot read its {suffix} ({type(error).__name__}: {error})")
                 if len(sizes) == 2 and sizes[0] != sizes[1]:

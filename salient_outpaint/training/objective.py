@@ -31,6 +31,9 @@ def per_sample_uniform(generators: list[torch.Generator]) -> torch.Tensor:
     return torch.stack([torch.rand((), generator=generator) for generator in generators])
 
 
+CAPTIONS_KEPT = 256  # 77 x 1024 fp32 each at SD2 size: 80 MB
+
+
 class TrainingObjective(nn.Module):
     def __init__(self, models: Models, stage: str, objective: str, empty_prompt_probability: float,
                  kl_weight: float):
@@ -41,7 +44,9 @@ class TrainingObjective(nn.Module):
         self.networks = nn.ModuleDict(models.components())
         self.tokenizer = Tokenizer(models.config.text.context_length)
         self.register_buffer("alphas_cumprod", alphas_cumprod(models.config.schedule).float(), persistent=False)
-        self.text_cache: dict[str, torch.Tensor] = {}  # frozen text encoder: each caption is encoded once
+        # frozen text encoder: the first CAPTIONS_KEPT captions met (all of a precomputed cache's) are
+        # encoded once, the others at each use
+        self.text_cache: dict[str, torch.Tensor] = {}
 
     def forward(self, batch: dict, generators: list[torch.Generator]) -> torch.Tensor:
         if self.stage == "vae":
@@ -66,9 +71,12 @@ class TrainingObjective(nn.Module):
             # One caption per call: an embedding must not depend on which captions shared its batch
             # (batched matmuls round by batch size), or a resumed run, which meets captions in another
             # order, would drift from an uninterrupted one.
-            for caption in sorted(set(captions) - set(self.text_cache)):
-                self.text_cache[caption] = encoder(self.tokenizer([caption]).to(device))[0]
-        return torch.stack([self.text_cache[caption] for caption in captions])
+            encoded = {caption: encoder(self.tokenizer([caption]).to(device))[0]
+                       for caption in sorted(set(captions) - set(self.text_cache))}
+        for caption, embedding in encoded.items():  # kept up to a bound: a real dataset's captions are many
+            if len(self.text_cache) < CAPTIONS_KEPT:
+                self.text_cache[caption] = embedding
+        return torch.stack([self.text_cache.get(caption, encoded.get(caption)) for caption in captions])
 
     def paint_masks(self, object_masks, generators):
         """ControlNet stage: paint exactly the background (the paper). U-Net stage: the masks SD
