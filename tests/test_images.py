@@ -157,3 +157,17 @@ def test_reading_leaves_no_file_open(tmp_path):
     load_image(tmp_path / "photo.jpg"), load_mask(tmp_path / "mask.png")
     load_rgba_as_image_and_mask(tmp_path / "mask.png")
     gc.collect()
+
+
+def test_the_data_check_compares_upright_sizes_from_the_header(tmp_path):
+    """A phone JPEG stored turned (EXIF orientation 6) and its upright mask pass the data check; a
+    mask the size of the stored pixels, which would not line up with the photo, is still refused."""
+    from salient_outpaint.data.check import pair_problems
+
+    upright = torch.zeros(3, 40, 24, dtype=torch.uint8)
+    save_as_stored(upright, tmp_path / "photo.jpg", 6)
+    pil(torch.zeros(1, 40, 24, dtype=torch.uint8)).save(tmp_path / "mask.png")
+    pil(torch.zeros(1, 24, 40, dtype=torch.uint8)).save(tmp_path / "stored_size_mask.png")
+    assert pair_problems(tmp_path / "photo.jpg", tmp_path / "mask.png") == []
+    problems = pair_problems(tmp_path / "photo.jpg", tmp_path / "stored_size_mask.png")
+    assert len(problems) == 1 and "the mask is 40x24 (width x height) but its image photo.jpg is 24x40" in problems[0]

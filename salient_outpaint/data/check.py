@@ -14,6 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from .images import upright_size
+
 LISTED = 20  # problems named in the error; the rest are counted
 THREADS = 16
 
@@ -29,14 +31,15 @@ class DataCheckError(ValueError):
 
 
 def image_size(path: Path, what: str, problems: list[str]) -> tuple[int, int] | None:
-    """(width, height) from the file's header, or None after adding the problem to `problems`."""
+    """(width, height) upright, from the file's header, or None after adding the problem to `problems`."""
     if not path.is_file():
         problems.append(f"{path}: the {what} is missing")
         return None
     try:
         with Image.open(path) as file:
-            size = file.size
-            file.verify()
+            file.verify()  # must come first on a fresh file, and leaves it unusable
+        with Image.open(path) as file:
+            size = upright_size(file)
     except Exception as error:  # Pillow raises many types for damaged files
         problems.append(f"{path}: cannot read the {what} ({type(error).__name__}: {error})")
         return None

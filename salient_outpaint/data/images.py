@@ -21,6 +21,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 # Pillow reads a 16-bit greyscale PNG or TIFF as I;16 (or I), a float TIFF as F (white = 1.0).
 WHITE_OF_DEEP_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+EXIF_ORIENTATION = 0x0112
 
 
 def images_in(folder: Path) -> list[Path]:
@@ -48,6 +49,13 @@ def open_image(source: str | Path | bytes, what: str) -> Image.Image:
     if frames > 1:
         warnings.warn(f"the {what} {name} has {frames} frames; using the first", stacklevel=3)
     return image
+
+
+def upright_size(file: Image.Image) -> tuple[int, int]:
+    """(width, height) as open_image gives it, from an opened file's header alone (nothing decoded):
+    EXIF orientations 5 to 8 turn the picture a quarter."""
+    width, height = file.size
+    return (height, width) if file.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8) else (width, height)
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:

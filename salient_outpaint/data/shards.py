@@ -41,7 +41,7 @@ from PIL import Image
 from ..checkpoints.io import atomic_write
 from .augment import augment, item_generator
 from .check import DataCheckError
-from .images import mask_of, open_image, rgb_of, to_uint8
+from .images import mask_of, open_image, rgb_of, to_uint8, upright_size
 
 MASK, CAPTIONS = "mask.png", "captions.json"
 THREADS = 8
@@ -189,7 +189,8 @@ def shard_problems(path: Path) -> list[str]:
                 sizes = []
                 for suffix in (images[0], MASK):
                     try:  # the size as training reads it: upright by EXIF
-                        sizes.append(open_image(archive.extractfile(members[suffix]).read(), suffix).size)
+                        with Image.open(archive.extractfile(members[suffix])) as file:
+                            sizes.append(upright_size(file))
                     except Exception as error:  # Pillow raises many types for damaged files
                         problems.append(f"{where}: cannot read its {suffix} ({type(error).__name__}: {error})")
                 if len(sizes) == 2 and sizes[0] != sizes[1]:
