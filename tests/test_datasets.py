@@ -117,7 +117,9 @@ def test_folder_object_stays_under_its_mask_in_every_epoch(tmp_path):
                                           ("im", "gt")])
 def test_duts_and_dis5k_folder_names_are_read(tmp_path, images, masks):
     dataset = SalientFolderDataset(salient_folder(tmp_path, images=images, masks=masks), size=32)
-    assert len(dataset) == 4 and dataset[0]["mask"].sum() > 0
+    assert len(dataset) == 4
+    for item in (dataset[index] for index in range(4)):  # each object under its mask
+        assert (red_pixels(item["image"]) == item["mask"][0].bool()).float().mean() > 0.95
 
 
 def test_folder_reads_every_image_format_and_skips_other_files(tmp_path):
@@ -341,11 +343,18 @@ def test_specs_build_salient_coco_and_mixtures(tmp_path):
 
 
 def test_the_trainer_takes_a_step_on_a_salient_folder(tmp_path):
+    """The step reads the folder's pictures, each object under its mask, and trains the ControlNet."""
     root = salient_folder(tmp_path / "data")
     config = TrainConfig(stage="controlnet", preset="toy", data=(f"salient:{root}",), out_dir=str(tmp_path / "run"),
                          resolution=64, steps=1, batch_size=2)
-    [loss] = take_steps(Trainer(config, distributed.single_process()), 1)
-    assert math.isfinite(loss) and loss > 0
+    trainer = Trainer(config, distributed.single_process())
+    [batch] = next(trainer.batches(0))
+    assert batch["image"].shape == (2, 3, 64, 64)
+    for image, mask in zip(batch["image"], batch["mask"]):
+        assert (red_pixels(image) == mask[0].bool()).float().mean() > 0.95
+    before = trainer.models.controlnet.controlnet_mid_block.weight.clone()
+    [loss] = take_steps(trainer, 1)
+    assert math.isfinite(loss) and not torch.equal(before, trainer.models.controlnet.controlnet_mid_block.weight)
 
 
 @pytest.mark.parametrize("spec,message", [
