@@ -1,5 +1,5 @@
 """Training datasets: salient-object folders, COCO with masks, captions files, mixtures, augmentation,
-the error messages a user sees, and one training step on a folder."""
+the error messages a user sees (train.py's included, before step 0), and one training step on a folder."""
 import json
 import math
 
@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+import train as train_cli
 from salient_outpaint.data.augment import augment, item_generator
 from salient_outpaint.data.check import LISTED, DataCheckError, check_data
 from salient_outpaint.data.datasets import CocoDataset, MixtureDataset, SalientFolderDataset, load_captions
@@ -14,27 +15,10 @@ from salient_outpaint.data.specs import build_dataset
 from salient_outpaint.training import distributed
 from salient_outpaint.training.config import TrainConfig
 from salient_outpaint.training.loop import Trainer
+from tests.conftest import salient_folder, write_pair
 from tests.test_training import take_steps
 
-
-def write_pair(images, masks, name, size=(48, 40), suffix=".jpg"):
-    """A red square object on blue, off-centre (so a flip moves it), and its mask."""
-    width, height = size
-    image = Image.new("RGB", size, (0, 0, 255))
-    mask = Image.new("L", size, 0)
-    box = (width // 4, height // 4, width // 4 + 12, height // 4 + 12)
-    image.paste((255, 0, 0), box)
-    mask.paste(255, box)
-    image.save(images / f"{name}{suffix}", quality=100)
-    mask.save(masks / f"{name}.png")
-
-
-def salient_folder(root, count=4, images="images", masks="masks"):
-    (root / images).mkdir(parents=True)
-    (root / masks).mkdir(parents=True)
-    for index in range(count):
-        write_pair(root / images, root / masks, f"img{index}")
-    return root
+COMMON = ["--batch-size", "2", "--steps", "1", "--log-every", "1"]  # one quick step; each test adds --data and --out-dir
 
 
 def red_pixels(image):
@@ -133,7 +117,9 @@ def test_folder_object_stays_under_its_mask_in_every_epoch(tmp_path):
                                           ("im", "gt")])
 def test_duts_and_dis5k_folder_names_are_read(tmp_path, images, masks):
     dataset = SalientFolderDataset(salient_folder(tmp_path, images=images, masks=masks), size=32)
-    assert len(dataset) == 4 and dataset[0]["mask"].sum() > 0
+    assert len(dataset) == 4
+    for item in (dataset[index] for index in range(4)):  # each object under its mask
+        assert (red_pixels(item["image"]) == item["mask"][0].bool()).float().mean() > 0.95
 
 
 def test_folder_reads_every_image_format_and_skips_other_files(tmp_path):
@@ -357,8 +343,45 @@ def test_specs_build_salient_coco_and_mixtures(tmp_path):
 
 
 def test_the_trainer_takes_a_step_on_a_salient_folder(tmp_path):
+    """The step reads the folder's pictures, each object under its mask, and trains the ControlNet."""
     root = salient_folder(tmp_path / "data")
     config = TrainConfig(stage="controlnet", preset="toy", data=(f"salient:{root}",), out_dir=str(tmp_path / "run"),
                          resolution=64, steps=1, batch_size=2)
-    [loss] = take_steps(Trainer(config, distributed.single_process()), 1)
-    assert math.isfinite(loss) and loss > 0
+    trainer = Trainer(config, distributed.single_process())
+    [batch] = next(trainer.batches(0))
+    assert batch["image"].shape == (2, 3, 64, 64)
+    for image, mask in zip(batch["image"], batch["mask"]):
+        assert (red_pixels(image) == mask[0].bool()).float().mean() > 0.95
+    before = trainer.models.controlnet.controlnet_mid_block.weight.clone()
+    [loss] = take_steps(trainer, 1)
+    assert math.isfinite(loss) and not torch.equal(before, trainer.models.controlnet.controlnet_mid_block.weight)
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("toy:0", "--data toy:0: toy:N needs a whole number of scenes N of at least 1"),
+    ("toy:many", "--data toy:many: toy:N needs a whole number"),
+    ("shards:{tmp}/none-*.tar", "matches no files"),
+])
+def test_impossible_data_specs_are_one_line_errors(tmp_path, capsys, spec, message):
+    code = train_cli.main([*COMMON, "--data", spec.format(tmp=tmp_path), "--out-dir", str(tmp_path / "run")])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and len(error.splitlines()) == 1 and message in error, error
+
+
+def test_an_empty_folder_is_a_one_line_error(tmp_path, capsys):
+    root = salient_folder(tmp_path / "data", count=0)
+    assert train_cli.main([*COMMON, "--data", f"salient:{root}", "--out-dir", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "holds no images" in error, error
+
+
+def test_a_bad_dataset_stops_the_run_before_step_0_listing_its_problems(tmp_path, capsys):
+    root = salient_folder(tmp_path / "data", count=3)
+    (root / "masks" / "img0.png").unlink()
+    (root / "images" / "img2.jpg").write_bytes(b"not an image")
+    out_dir = tmp_path / "run"
+    assert train_cli.main([*COMMON, "--data", f"salient:{root}", "--out-dir", str(out_dir)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: the data check found 2 problem(s)")
+    assert "img0.png: the mask is missing" in error and "img2.jpg: cannot read the image" in error
+    assert not (out_dir / "log.jsonl").exists() and not list(out_dir.glob("checkpoint_*"))

@@ -9,36 +9,7 @@ import torch
 from PIL import Image
 
 from salient_outpaint.data.images import load_image, load_mask, load_rgba_as_image_and_mask
-
-ORIENTATION = 0x0112
-# EXIF orientation -> how the stored pixels are turned to be shown (torch.rot90's k: quarter turns
-# counter-clockwise). 6: the camera was held upright, the sensor stored the scene turned left.
-SHOWN_BY_QUARTER_TURNS = {6: -1, 8: 1, 3: 2}
-
-
-def scene(width, height):
-    """(3, H, W) uint8: a red object in the top-left quarter on a blue-green gradient, and its (1, H, W) mask."""
-    rows = torch.linspace(0, 255, height)[:, None].expand(height, width)
-    image = torch.stack([torch.zeros(height, width), rows, 255 - rows]).round().to(torch.uint8)
-    mask = torch.zeros(1, height, width, dtype=torch.uint8)
-    top, left = height // 8, width // 8
-    image[:, top:height // 2, left:width // 2] = torch.tensor([230, 20, 20], dtype=torch.uint8)[:, None, None]
-    mask[:, top:height // 2, left:width // 2] = 255
-    return image, mask
-
-
-def pil(tensor):
-    array = tensor.permute(1, 2, 0).numpy()
-    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
-
-
-def save_as_stored(tensor, path, orientation, **options):
-    """Store `tensor` (what a viewer must show) as a camera would: pixels turned, orientation in EXIF."""
-    stored = torch.rot90(tensor, -SHOWN_BY_QUARTER_TURNS[orientation], dims=(1, 2))
-    image = pil(stored)
-    exif = image.getexif()
-    exif[ORIENTATION] = orientation
-    image.save(path, exif=exif.tobytes(), **options)
+from tests.conftest import pil, save_as_stored, scene
 
 
 @pytest.mark.parametrize("orientation", [6, 8, 3])

@@ -1,4 +1,4 @@
-"""One run per output folder (training/run_lock.py), and the data errors a run gives before step 0."""
+"""One run per output folder (training/run_lock.py)."""
 import json
 import socket
 import subprocess
@@ -8,7 +8,6 @@ import pytest
 
 import train as train_cli
 from salient_outpaint.training.run_lock import LOCK_NAME, run_lock
-from tests.test_datasets import salient_folder
 
 COMMON = ["--batch-size", "2", "--steps", "1", "--log-every", "1"]
 FLAGS = ["--data", "toy:4", *COMMON]
@@ -60,33 +59,3 @@ def test_a_lock_from_another_host_is_refused_unless_it_is_an_earlier_start_of_th
         assert json.loads((out_dir / LOCK_NAME).read_text())["host"] == socket.gethostname()
     assert notes == [f"note: taking over {out_dir / LOCK_NAME} from a run that is gone "
                      "(pid 4242 on another-node, since 2026-01-01 00:00:00)"]
-
-
-@pytest.mark.parametrize("spec,message", [
-    ("toy:0", "--data toy:0: toy:N needs a whole number of scenes N of at least 1"),
-    ("toy:many", "--data toy:many: toy:N needs a whole number"),
-    ("shards:{tmp}/none-*.tar", "matches no files"),
-])
-def test_impossible_data_specs_are_one_line_errors(tmp_path, capsys, spec, message):
-    code = train_cli.main([*COMMON, "--data", spec.format(tmp=tmp_path), "--out-dir", str(tmp_path / "run")])
-    error = capsys.readouterr().err.strip()
-    assert code == 2 and len(error.splitlines()) == 1 and message in error, error
-
-
-def test_an_empty_folder_is_a_one_line_error(tmp_path, capsys):
-    root = salient_folder(tmp_path / "data", count=0)
-    assert train_cli.main([*COMMON, "--data", f"salient:{root}", "--out-dir", str(tmp_path / "run")]) == 2
-    error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1 and "holds no images" in error, error
-
-
-def test_a_bad_dataset_stops_the_run_before_step_0_listing_its_problems(tmp_path, capsys):
-    root = salient_folder(tmp_path / "data", count=3)
-    (root / "masks" / "img0.png").unlink()
-    (root / "images" / "img2.jpg").write_bytes(b"not an image")
-    out_dir = tmp_path / "run"
-    assert train_cli.main([*COMMON, "--data", f"salient:{root}", "--out-dir", str(out_dir)]) == 2
-    error = capsys.readouterr().err
-    assert error.startswith("error: the data check found 2 problem(s)")
-    assert "img0.png: the mask is missing" in error and "img2.jpg: cannot read the image" in error
-    assert not (out_dir / "log.jsonl").exists() and not list(out_dir.glob("checkpoint_*"))

@@ -8,7 +8,7 @@ from PIL import Image
 
 import sample as sample_cli
 from salient_outpaint import batch, loading
-from tests.test_images import save_as_stored, scene
+from tests.conftest import save_as_stored, scene
 
 FAST = ["--steps", "1", "--num-images", "1", "--guidance", "3"]  # the shipped toy model, one step
 

@@ -17,7 +17,7 @@ from salient_outpaint.training import distributed
 from salient_outpaint.training.batches import StreamedMicroBatches
 from salient_outpaint.training.loop import Trainer
 from salient_outpaint.training.validation import dataset_items
-from tests.test_datasets import salient_folder
+from tests.conftest import salient_folder, save_as_stored
 from tests.test_training import take_steps, toy_config
 
 ITEMS = 11
@@ -158,8 +158,6 @@ def test_shard_members_are_read_as_image_files_are_upright_by_exif_and_16_bit_ma
     import io
 
     from PIL import Image
-
-    from tests.test_images import save_as_stored
 
     upright = torch.zeros(3, 40, 24, dtype=torch.uint8)
     upright[0, :20], upright[2, 20:] = 255, 255  # red above, blue below

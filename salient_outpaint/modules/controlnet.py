@@ -21,7 +21,7 @@ from .unet import ControlResiduals, DiffusionEncoder, UNet, encoder_skip_channel
 
 
 class ConditioningEmbedding(nn.Module):
-    """Small conv net taking the control image (B, 3, H, W) to the latent grid (B, C0, H/f, W/f).
+    """Small conv net taking the control image (B, 3, H, W) to the latent grid (B, C_0, H/f, W/f).
     Each level is a 3x3 conv and a strided 3x3 conv; the last conv starts at zero."""
 
     def __init__(self, conditioning_channels: int, embedding_channels: tuple[int, ...], out_channels: int):
@@ -35,10 +35,10 @@ class ConditioningEmbedding(nn.Module):
         self.conv_out = nn.Conv2d(embedding_channels[-1], out_channels, 3, padding=1)  # zeroed by the ControlNet
 
     def forward(self, control_image: torch.Tensor) -> torch.Tensor:
-        x = F.silu(self.conv_in(control_image))
-        for block in self.blocks:
+        x = F.silu(self.conv_in(control_image))  # (B, E_0, H, W), E = embedding_channels (SD2: 16, 32, 96, 256)
+        for block in self.blocks:  # in pairs: (B, E_i, .) at the same size, then (B, E_i+1, .) at half the size
             x = F.silu(block(x))
-        return self.conv_out(x)
+        return self.conv_out(x)  # (B, E_last, H/f, W/f) -> (B, C_0, H/f, W/f), the U-Net's latent grid
 
 
 class ControlNet(DiffusionEncoder):
@@ -88,9 +88,12 @@ class ControlNet(DiffusionEncoder):
 
     def forward(self, latent_input: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                 control_image: torch.Tensor, conditioning_scale: float = 1.0) -> ControlResiduals:
-        """latent_input (B, in_channels, h, w), control_image (B, 3, H, W) in [0, 1] -> residuals for the U-Net."""
-        time_embedding = self.embed_timesteps(timesteps, latent_input.shape[0], latent_input.dtype)
+        """latent_input (B, in_channels, h, w), control_image (B, 3, H, W) in [0, 1] -> residuals for the U-Net.
+        Shapes as in unet.py: C_0 the U-Net's first width (SD2: 320), C_last its deepest (SD2: 1280)."""
+        time_embedding = self.embed_timesteps(timesteps, latent_input.shape[0], latent_input.dtype)  # (B, 4 * C_0)
+        # Both (B, C_0, h, w): the control image enters where the U-Net's input does.
         x = self.conv_in(latent_input) + self.controlnet_cond_embedding(control_image.to(latent_input.dtype))
-        x, skips = self.encode(x, time_embedding, context)
+        x, skips = self.encode(x, time_embedding, context)  # (B, C_last, h/8, w/8) for SD2, and 12 skips
+        # A 1x1 conv per skip: each residual has its skip's shape (widths: `encoder_skip_channels`).
         down = [zero_conv(skip) * conditioning_scale for zero_conv, skip in zip(self.controlnet_down_blocks, skips)]
-        return ControlResiduals(down=down, mid=self.controlnet_mid_block(x) * conditioning_scale)
+        return ControlResiduals(down=down, mid=self.controlnet_mid_block(x) * conditioning_scale)  # mid like x

@@ -10,6 +10,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 
@@ -74,13 +75,12 @@ class Attention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(inner_dim, query_dim)])
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, N, query_dim), context (B, M, context_dim) -> (B, N, query_dim)."""
         context = x if context is None else context
-        batch = x.shape[0]
-        # (B, N, heads * head_dim) -> (B, heads, N, head_dim)
-        q, k, v = (t.view(batch, -1, self.heads, t.shape[-1] // self.heads).transpose(1, 2)
-                   for t in (self.to_q(x), self.to_k(context), self.to_v(context)))
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
-        return self.to_out[0](out.transpose(1, 2).reshape(batch, -1, q.shape[1] * q.shape[3]))
+        q, k, v = (rearrange(projected, "b n (heads d) -> b heads n d", heads=self.heads)  # (B, heads, N or M, d)
+                   for projected in (self.to_q(x), self.to_k(context), self.to_v(context)))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)  # (B, heads, N, d)
+        return self.to_out[0](rearrange(out, "b heads n d -> b n (heads d)"))
 
 
 class GEGLU(nn.Module):

@@ -7,6 +7,10 @@ that region blanked (4), concatenated to (B, 9, h, w). Output: the predicted noi
 Layout (SD2 sizes, 64x64 latents):
   conv_in 9->320 | down levels 320@64, 640@32, 1280@16 (each with cross-attention), 1280@8
   | middle 1280@8 | up levels mirroring the down levels, each consuming skips | conv_out 320->4
+
+Shapes in the comments: B images, (h, w) the latent grid (the image's H/8 x W/8 for SD2), C_i the
+width of level i (`block_out_channels[i]`; SD2: C_0 = 320, C_1 = 640, C_2 = C_3 = 1280) and C_last the
+deepest (SD2: 1280). Each level but the last halves the grid (rounding up), so SD2's middle runs at h/8.
 """
 from __future__ import annotations
 
@@ -53,14 +57,15 @@ class DownBlock(nn.Module):
             self.downsamplers = nn.ModuleList([Downsample(out_channels)])
 
     def forward(self, x, time_embedding, context):
+        """x (B, C_in, h, w), time_embedding (B, 4 * C_0), context (B, 77, D) -> x and the skips."""
         skips = []
         for i, resnet in enumerate(self.resnets):
-            x = resnet(x, time_embedding)
+            x = resnet(x, time_embedding)  # (B, C_out, h, w)
             if hasattr(self, "attentions"):
-                x = self.attentions[i](x, context)
+                x = self.attentions[i](x, context)  # (B, C_out, h, w): each pixel a token, attending to the text
             skips.append(x)
         if hasattr(self, "downsamplers"):
-            x = self.downsamplers[0](x)
+            x = self.downsamplers[0](x)  # (B, C_out, h/2, w/2), rounded up
             skips.append(x)
         return x, skips
 
@@ -75,6 +80,7 @@ class MidBlock(nn.Module):
                                                             config.cross_attention_dim, config.norm_groups)])
 
     def forward(self, x, time_embedding, context):
+        """(B, C_last, h, w) -> (B, C_last, h, w), at the deepest level's grid."""
         x = self.resnets[0](x, time_embedding)
         x = self.attentions[0](x, context)
         return self.resnets[1](x, time_embedding)
@@ -98,13 +104,15 @@ class UpBlock(nn.Module):
             self.upsamplers = nn.ModuleList([Upsample(out_channels)])
 
     def forward(self, x, skips, time_embedding, context, upsample_size):
+        """x (B, C_x, h, w) and layers_per_block + 1 skips (B, C_skip, h, w) -> (B, C_out, 2h, 2w), or
+        (B, C_out, h, w) at the shallowest level, which does not upsample."""
         # The deepest skip is consumed first; `skips` is left untouched so checkpointing can rerun this.
         for i, (resnet, skip) in enumerate(zip(self.resnets, reversed(skips), strict=True)):
-            x = resnet(torch.cat([x, skip], dim=1), time_embedding)
+            x = resnet(torch.cat([x, skip], dim=1), time_embedding)  # (B, C_x + C_skip, h, w) -> (B, C_out, h, w)
             if hasattr(self, "attentions"):
-                x = self.attentions[i](x, context)
+                x = self.attentions[i](x, context)  # (B, C_out, h, w)
         if hasattr(self, "upsamplers"):
-            x = self.upsamplers[0](x, upsample_size)
+            x = self.upsamplers[0](x, upsample_size)  # (B, C_out, 2h, 2w), or the next skip's size when odd
         return x
 
 
@@ -139,7 +147,7 @@ class DiffusionEncoder(nn.Module):
     def embed_timesteps(self, timesteps: torch.Tensor, batch: int, dtype: torch.dtype) -> torch.Tensor:
         timesteps = torch.as_tensor(timesteps, device=self.conv_in.weight.device).reshape(-1).expand(batch)
         sinusoid = timestep_embedding(timesteps, self.config.block_out_channels[0]).to(dtype)
-        return self.time_embedding(sinusoid)  # (B, 4 * C0)
+        return self.time_embedding(sinusoid)  # (B, 4 * C_0)
 
     def run_block(self, block: nn.Module, *args):
         if self.gradient_checkpointing and torch.is_grad_enabled():
@@ -147,10 +155,11 @@ class DiffusionEncoder(nn.Module):
         return block(*args)
 
     def encode(self, x: torch.Tensor, time_embedding: torch.Tensor, context: torch.Tensor):
-        """conv_in output (B, C0, h, w) -> middle-block output and the list of skip tensors."""
+        """conv_in output (B, C_0, h, w) -> middle-block output (B, C_last, h/8, w/8) for SD2's four
+        levels, and the skip tensors (SD2: 12, see `encoder_skip_channels`)."""
         skips = [x]
         for block in self.down_blocks:
-            x, block_skips = self.run_block(block, x, time_embedding, context)
+            x, block_skips = self.run_block(block, x, time_embedding, context)  # level i: (B, C_i, h/2^(i+1), ...)
             skips += block_skips
         return self.run_block(self.mid_block, x, time_embedding, context), skips
 
@@ -159,6 +168,13 @@ class UNet(DiffusionEncoder):
     def __init__(self, config: UNetConfig):
         super().__init__(config)
         channels = config.block_out_channels
+        # Skip-channel bookkeeping. The decoder takes the encoder's skips back in reverse order,
+        # layers_per_block + 1 per level: the level's own residual-block outputs (the last first), then the
+        # skip that entered the level (the shallower level's downsampler output, or conv_in's), which is as
+        # wide as that shallower level. Each residual block reads x and its skip concatenated; x is as wide
+        # as the deeper level for the level's first block (the middle block's or the previous up level's
+        # output), then as wide as the level itself. SD2's in_channels, from the deepest level:
+        # 2560 2560 2560 | 2560 2560 1920 | 1920 1280 960 | 960 640 640.
         skip_channels = encoder_skip_channels(config)
         x_channels = channels[-1]
         up_blocks = []
@@ -176,9 +192,10 @@ class UNet(DiffusionEncoder):
     def forward(self, latent_input: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                 control: ControlResiduals | None = None) -> torch.Tensor:
         """latent_input (B, 9, h, w), timesteps (B,) or scalar, context (B, 77, D) -> (B, 4, h, w)."""
-        time_embedding = self.embed_timesteps(timesteps, latent_input.shape[0], latent_input.dtype)
-        x, skips = self.encode(self.conv_in(latent_input), time_embedding, context)
-        if control is not None:
+        time_embedding = self.embed_timesteps(timesteps, latent_input.shape[0], latent_input.dtype)  # (B, 4 * C_0)
+        x = self.conv_in(latent_input)  # (B, C_0, h, w)
+        x, skips = self.encode(x, time_embedding, context)  # (B, C_last, h/8, w/8) for SD2, and 12 skips
+        if control is not None:  # one residual of each skip's shape, and one of the middle's
             skips = [skip + residual for skip, residual in zip(skips, control.down, strict=True)]
             x = x + control.mid
         for block in self.up_blocks:
@@ -186,5 +203,6 @@ class UNet(DiffusionEncoder):
             skips = skips[:-len(block.resnets)]
             # Upsample to the size of the next skip, so odd latent sizes still line up.
             upsample_size = skips[-1].shape[-2:] if skips else None
+            # up level i -> (B, C_i, h/2^(i-1), w/2^(i-1)), the last (level 0) -> (B, C_0, h, w)
             x = self.run_block(block, x, block_skips, time_embedding, context, upsample_size)
-        return self.conv_out(F.silu(self.conv_norm_out(x)))
+        return self.conv_out(F.silu(self.conv_norm_out(x)))  # (B, C_0, h, w) -> (B, 4, h, w)

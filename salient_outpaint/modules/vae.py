@@ -2,6 +2,9 @@
 
 Diffusion happens in the latent space; `scaling_factor` rescales the latents to about unit
 variance (SD: 0.18215). The encoder predicts a diagonal Gaussian per latent pixel.
+
+Shapes in the comments: C_i the width of level i (`block_out_channels[i]`; SD: 128, 256, 512, 512),
+C_last the deepest (SD: 512), f = 2^(levels - 1) the downsampling factor (SD: 8).
 """
 from __future__ import annotations
 
@@ -55,7 +58,7 @@ class VAEMidBlock(nn.Module):
         self.attentions = nn.ModuleList([VAEAttention(channels, groups)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.resnets[1](self.attentions[0](self.resnets[0](x)))
+        return self.resnets[1](self.attentions[0](self.resnets[0](x)))  # (B, C, h, w) throughout
 
 
 class VAEBlock(nn.Module):
@@ -74,11 +77,11 @@ class VAEBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for resnet in self.resnets:
-            x = resnet(x)
+            x = resnet(x)  # (B, out_channels, h, w)
         if hasattr(self, "downsamplers"):
-            x = self.downsamplers[0](x)
+            x = self.downsamplers[0](x)  # (B, out_channels, h/2, w/2)
         if hasattr(self, "upsamplers"):
-            x = self.upsamplers[0](x)
+            x = self.upsamplers[0](x)  # (B, out_channels, 2h, 2w)
         return x
 
 
@@ -96,11 +99,12 @@ class Encoder(nn.Module):
         self.conv_out = nn.Conv2d(channels[-1], 2 * config.latent_channels, 3, padding=1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(image)
+        x = self.conv_in(image)  # (B, 3, H, W) -> (B, C_0, H, W)
+        # Level i -> (B, C_i, H/2^(i+1), W/2^(i+1)); the last does not halve: (B, C_last, H/f, W/f).
         for block in self.down_blocks:
             x = block(x)
-        x = self.mid_block(x)
-        return self.conv_out(F.silu(self.conv_norm_out(x)))  # (B, 2 * latent_channels, H/f, W/f)
+        x = self.mid_block(x)  # (B, C_last, H/f, W/f)
+        return self.conv_out(F.silu(self.conv_norm_out(x)))  # (B, 2 * latent_channels, H/f, W/f): mean, log-variance
 
 
 class Decoder(nn.Module):
@@ -118,13 +122,17 @@ class Decoder(nn.Module):
         self.conv_out = nn.Conv2d(channels[-1], config.image_channels, 3, padding=1)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        x = self.mid_block(self.conv_in(latents))
+        x = self.mid_block(self.conv_in(latents))  # (B, 4, H/f, W/f) -> (B, C_last, H/f, W/f)
+        # The levels in reverse, each but the last doubling the grid: (B, C_0, H, W) at the end.
         for block in self.up_blocks:
             x = block(x)
-        return self.conv_out(F.silu(self.conv_norm_out(x)))
+        return self.conv_out(F.silu(self.conv_norm_out(x)))  # (B, 3, H, W)
 
 
 class AutoencoderKL(nn.Module):
+    """Encoder and decoder with their 1x1 convolutions, used through `encode` and `decode`: each caller
+    (the pipeline, the training objective, validation) draws from the posterior as it needs."""
+
     def __init__(self, config: VAEConfig):
         super().__init__()
         self.config = config
@@ -140,7 +148,3 @@ class AutoencoderKL(nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Unscaled latents (B, 4, H/f, W/f) -> image (B, 3, H, W), roughly in [-1, 1]."""
         return self.decoder(self.post_quant_conv(latents))
-
-    def forward(self, image: torch.Tensor, generator: torch.Generator | None = None):
-        posterior = self.encode(image)
-        return self.decode(posterior.sample(generator)), posterior
