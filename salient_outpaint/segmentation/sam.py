@@ -16,7 +16,7 @@ import torch
 
 from ..checkpoints.io import CheckpointError, read_state_dict
 from ..data.images import to_uint8
-from ..evaluation.expansion import sample_points_in_mask
+from ..data.masks import sample_points_in_mask
 from .interface import SegmentPrompt, SegmenterError, check_image, check_prompt
 
 SAM_CHECKPOINT_NAMES = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth",
