@@ -16,8 +16,13 @@ CORE_DEPTH_FRACTION = 0.5
 DISTANCE_ROWS_PER_CHUNK = 16
 
 
-def binarize(mask: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    return (mask >= threshold).to(torch.float32)
+def binarize(object_mask: torch.Tensor) -> torch.Tensor:
+    """The object of a (..., H, W) object mask, binary or soft: float32, 1 where object_mask > 0.5, else 0.
+
+    The one cut of an object mask, the pipeline's: exactly the pixels the U-Net keeps, where the paint
+    mask 1 - object_mask is below 0.5 (conditioning.binary_paint_mask, SD inpainting's paint rule).
+    A threshold the user chooses (--mask-threshold) is another rule: segmentation.refine_mask."""
+    return (object_mask > 0.5).float()
 
 
 def window_max(values: torch.Tensor, radius: int) -> torch.Tensor:

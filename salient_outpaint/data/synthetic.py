@@ -16,6 +16,8 @@ import math
 import torch
 from torch.utils.data import Dataset
 
+from .masks import binarize
+
 # name -> the phrase captions use
 BACKGROUNDS = {
     "sky": "a blue sky",
@@ -203,6 +205,6 @@ def classify_background(image: torch.Tensor, object_mask: torch.Tensor,
                         signatures: dict[str, torch.Tensor]) -> str:
     """The toy world's stand-in for CLIP score: which background does the painted region look like?
     Nearest background signature (mean, spread of colour) over the pixels outside the object."""
-    outside = object_mask.reshape(image.shape[-2:]) < 0.5
+    outside = binarize(object_mask.reshape(image.shape[-2:])) == 0
     features = colour_features(image, outside)
     return min(signatures, key=lambda name: float((features - signatures[name]).norm()))
