@@ -14,14 +14,11 @@ import torch.nn.functional as F
 
 from . import conditioning
 from .data.masks import binarize, feathered_paste
+from .inputs import InputError, check_mask_size
 from .modules.models import Models, dtype_of
 from .modules.text import Tokenizer, encode_prompts
 from .sampling import SAMPLERS, TIMESTEPS
 from .sampling.schedule import alphas_cumprod
-
-
-class InputError(ValueError):
-    """Input the pipeline cannot use; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -63,9 +60,7 @@ RANGE_SLACK = 0.01
 def check_object_mask(object_mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """(1, H, W) mask in [0, 1], 1 = object, binary or soft -> the same mask as float32; refuses masks
     that leave nothing to do. The object is where the mask is above 0.5 (binarize: what the U-Net keeps)."""
-    if object_mask.shape[-2:] != image.shape[-2:]:
-        raise InputError(f"the mask is {tuple(object_mask.shape[-2:])} (H, W) but the image is "
-                         f"{tuple(image.shape[-2:])}; give a mask of the image's size")
+    check_mask_size(object_mask.shape[-2:], image.shape[-2:])
     object_mask = object_mask.float()
     # An antialiased resize overshoots [0, 1] by rounding; values far outside are a mask in another unit.
     if object_mask.min() < -RANGE_SLACK or object_mask.max() > 1 + RANGE_SLACK:

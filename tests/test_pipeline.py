@@ -87,7 +87,7 @@ def test_masks_that_leave_nothing_to_do_are_refused(pipeline, mask_value, messag
 
 def test_mask_of_another_size_is_refused(pipeline):
     image, _ = scene()
-    with pytest.raises(InputError, match=r"mask is \(32, 32\).*image is \(64, 64\)"):
+    with pytest.raises(InputError, match=r"the mask is 32x32 \(width x height\) but the image is 64x64"):
         pipeline(image, torch.ones(1, 32, 32), "a prompt", options=FAST)
 
 

@@ -36,6 +36,8 @@ from typing import Iterator
 import torch
 from PIL import Image
 
+from ..inputs import InputError, check_mask_size
+from ..seeds import EPOCH_ORDER, stream_generator
 from .augment import augment, item_generator
 from .check import DataCheckError
 from .images import mask_of, open_image, rgb_of, upright_size
@@ -116,7 +118,7 @@ class ShardDataset:
         return {"image": image, "mask": mask, "caption": caption}
 
     def epoch_shards(self, epoch: int, rank: int, world_size: int) -> list[int]:
-        order = torch.randperm(len(self.paths), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        order = torch.randperm(len(self.paths), generator=stream_generator(EPOCH_ORDER, self.seed, epoch))
         return order[rank::world_size].tolist()
 
     def micro_batches(self, rank: int, world_size: int, batch_size: int, start: int, worker: int = 0,
@@ -190,9 +192,11 @@ def shard_problems(path: Path) -> list[str]:
                             sizes.append(upright_size(file))
                     except Exception as error:  # Pillow raises many types for damaged files
                         problems.append(f"{where}: cannot read its {suffix} ({type(error).__name__}: {error})")
-                if len(sizes) == 2 and sizes[0] != sizes[1]:
-                    problems.append(f"{where}: the mask is {sizes[1][0]}x{sizes[1][1]} but the image "
-                                    f"{sizes[0][0]}x{sizes[0][1]} (width x height)")
+                if len(sizes) == 2:
+                    try:  # (width, height) from the headers -> (height, width)
+                        check_mask_size(sizes[1][::-1], sizes[0][::-1])
+                    except InputError as error:
+                        problems.append(f"{where}: {error}")
                 try:
                     captions = json.loads(archive.extractfile(members[CAPTIONS]).read())
                     assert isinstance(captions, list) and all(isinstance(caption, str) for caption in captions)

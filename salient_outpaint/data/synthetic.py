@@ -16,6 +16,7 @@ import math
 import torch
 from torch.utils.data import Dataset
 
+from ..seeds import TOY_SCENE, stream_generator
 from .masks import binarize
 
 # name -> the phrase captions use
@@ -155,8 +156,7 @@ def render_scene(size: int, generator: torch.Generator) -> dict:
 
 
 def scene_generator(seed: int, split: str, epoch: int, index: int) -> torch.Generator:
-    key = ((seed * 1_000_033 + SPLIT_OFFSETS[split]) * 1_000_037 + epoch) * 10_000_019 + index
-    return torch.Generator().manual_seed(key % (2 ** 63))
+    return stream_generator(TOY_SCENE, seed, SPLIT_OFFSETS[split], epoch, index)
 
 
 class ToyWorldDataset(Dataset):
