@@ -14,4 +14,4 @@ def check_mask_size(mask_size: tuple[int, int], image_size: tuple[int, int], mas
     if tuple(mask_size) != tuple(image_size):
         (mask_height, mask_width), (image_height, image_width) = mask_size, image_size
         raise InputError(f"{mask} is {mask_width}x{mask_height} (width x height) but {image} is "
-                         f"{image_width}x{image_height}; a mask must match its image")
+                         f"{image_width}x{image_height}; give a mask of the image's size")
