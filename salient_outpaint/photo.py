@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from .data.masks import feathered_paste
-from .pipeline import InputError, OutpaintPipeline, SamplingOptions
+from .inputs import check_mask_size
+from .pipeline import OutpaintPipeline, SamplingOptions
 
 
 def working_size(height: int, width: int, area_side: int) -> tuple[int, int]:
@@ -45,9 +46,7 @@ def outpaint_photo(pipeline: OutpaintPipeline, image: torch.Tensor, object_mask:
     own output at the working size (num_images, 3, h, w).
 
     `resolution` (default: the model's training size, config.image_size) sets the working area."""
-    if object_mask.shape[-2:] != image.shape[-2:]:
-        raise InputError(f"the mask is {tuple(object_mask.shape[-2:])} (H, W) but the image is "
-                         f"{tuple(image.shape[-2:])}; give a mask of the image's size")
+    check_mask_size(object_mask.shape[-2:], image.shape[-2:])
     height, width = image.shape[-2:]
     size = working_size(height, width, resolution or pipeline.models.config.image_size)
     working_image = resize(image, size, "bicubic").clamp(-1, 1)  # bicubic overshoots at edges

@@ -13,15 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from . import conditioning
-from .data.masks import feathered_paste
+from .data.masks import binarize, feathered_paste
+from .inputs import InputError, check_mask_size
 from .modules.models import Models, dtype_of
 from .modules.text import Tokenizer, encode_prompts
 from .sampling import SAMPLERS, TIMESTEPS
 from .sampling.schedule import alphas_cumprod
-
-
-class InputError(ValueError):
-    """Input the pipeline cannot use; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -62,21 +59,19 @@ RANGE_SLACK = 0.01
 
 def check_object_mask(object_mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """(1, H, W) mask in [0, 1], 1 = object, binary or soft -> the same mask as float32; refuses masks
-    that leave nothing to do. The U-Net sees the object where the paint mask 1 - object_mask is below 0.5."""
-    if object_mask.shape[-2:] != image.shape[-2:]:
-        raise InputError(f"the mask is {tuple(object_mask.shape[-2:])} (H, W) but the image is "
-                         f"{tuple(image.shape[-2:])}; give a mask of the image's size")
+    that leave nothing to do. The object is where the mask is above 0.5 (binarize: what the U-Net keeps)."""
+    check_mask_size(object_mask.shape[-2:], image.shape[-2:])
     object_mask = object_mask.float()
     # An antialiased resize overshoots [0, 1] by rounding; values far outside are a mask in another unit.
     if object_mask.min() < -RANGE_SLACK or object_mask.max() > 1 + RANGE_SLACK:
         raise InputError(f"the mask holds values from {float(object_mask.min()):g} to {float(object_mask.max()):g}; "
                          "expected [0, 1] (white = object)")
     object_mask = object_mask.clamp(0, 1)
-    painted = conditioning.binary_paint_mask(conditioning.paint_mask_from_object(object_mask))
-    if painted.all():
+    kept = binarize(object_mask)
+    if not kept.any():
         raise InputError("the mask is empty: it marks no object pixel (white = object; a soft mask counts "
                          "from 0.5)")
-    if not painted.any():
+    if kept.all():
         raise InputError("the mask covers the whole image: there is no background to paint")
     return object_mask
 
@@ -168,6 +163,6 @@ class OutpaintPipeline:
         # A text-to-image U-Net has no input through which the object's pixels reach it: it draws the
         # object anew (guided by a ControlNet that sees it), so the original is always pasted back.
         if options.paste_back or not config.unet.inpainting:  # the object as the U-Net kept it: the binarised mask
-            kept_object = 1 - conditioning.binary_paint_mask(conditioning.paint_mask_from_object(object_mask))
+            kept_object = binarize(object_mask)
             images = feathered_paste(images, image[None].cpu(), kept_object[None].cpu(), options.feather)
         return images

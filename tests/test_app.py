@@ -56,7 +56,7 @@ def test_uploads_are_refused_from_their_header_when_too_large_or_not_images(tmp_
     text.write_text("not a picture")
     with pytest.raises(InputError, match="the photo is not an image"):
         check_upload(text, "photo", max_pixels=1_000_000)
-    with pytest.raises(InputError, match="the mask is 32 x 16 but the photo is 64 x 64"):
+    with pytest.raises(InputError, match=r"the mask is 32x16 \(width x height\) but the photo is 64x64"):
         Image.new("L", (32, 16)).save(tmp_path / "small_mask.png")
         read_mask(tmp_path / "small_mask.png", torch.zeros(3, 64, 64), 10_000)
 
@@ -268,7 +268,7 @@ def test_bad_uploads_get_one_line_and_the_server_keeps_serving(server, tmp_path)
                 ({"photo": large}, "1001 x 1000 = 1.0 megapixels; this server takes at most 1.0"),
                 ({"mask": empty}, "no object: the mask is empty"),
                 ({"mask": full}, "covers the whole image"),
-                ({"mask": wrong_size}, "the mask is 32 x 64 but the photo is 64 x 64"),
+                ({"mask": wrong_size}, "the mask is 32x64 (width x height) but the photo is 64x64"),
                 ({"photo": text}, "Invalid file type")]
     for upload, message in refusals:
         with pytest.raises(gradio_client.exceptions.AppError) as refused:

@@ -180,7 +180,7 @@ def test_a_corrupt_image_is_named(tmp_path):
 def test_a_mask_of_another_size_is_named(tmp_path):
     root = salient_folder(tmp_path, count=1)
     Image.new("L", (20, 20), 255).save(root / "masks" / "img0.png")
-    with pytest.raises(ValueError, match="img0.png is \\(20, 20\\).*img0.jpg is \\(40, 48\\)"):
+    with pytest.raises(ValueError, match=r"img0.png is 20x20 \(width x height\) but its image .*img0.jpg is 48x40"):
         SalientFolderDataset(root, size=32)[0]
 
 

@@ -1,9 +1,10 @@
-"""Object expansion: exact areas for grown squares, the distance transform, prompt points, summaries."""
+"""Object expansion: exact areas for grown squares; and the mask geometry of its SAM prompt (data/masks.py):
+the distance transform, prompt points."""
 import pytest
 import torch
 
-from salient_outpaint.evaluation.expansion import (CORE_DEPTH_FRACTION, distance_to_background, object_expansion,
-                                                   sample_points_in_mask, summarise_expansion)
+from salient_outpaint.data.masks import CORE_DEPTH_FRACTION, distance_to_background, sample_points_in_mask
+from salient_outpaint.evaluation.expansion import object_expansion
 
 
 def square_mask(size, top, left, side):
@@ -79,16 +80,3 @@ def test_prompt_points_in_a_one_pixel_mask_repeat_that_pixel():
     assert sample_points_in_mask(mask, 3).tolist() == [[6, 2]] * 3
     with pytest.raises(ValueError, match="empty"):
         sample_points_in_mask(torch.zeros(8, 8, dtype=torch.bool), 3)
-
-
-def test_summary_gives_mean_median_and_count_overall_and_per_category():
-    records = [{"category": "animal", "expansion_ratio": 0.0},
-               {"category": "animal", "expansion_ratio": 1.0},
-               {"category": "animal", "expansion_ratio": 5.0},
-               {"category": "furniture", "expansion_ratio": 2.0},
-               {"category": "furniture", "expansion_ratio": 4.0}]
-    summary = summarise_expansion(records)
-    assert summary["overall"] == {"mean": 12.0 / 5, "median": 2.0, "count": 5}
-    assert summary["per_category"]["animal"] == {"mean": 2.0, "median": 1.0, "count": 3}
-    assert summary["per_category"]["furniture"] == {"mean": 3.0, "median": 3.0, "count": 2}  # even count: middle two
-    assert "per_category" not in summarise_expansion(records, by_category=False)

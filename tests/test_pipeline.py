@@ -8,7 +8,9 @@ from PIL import Image
 
 import sample as sample_cli
 from salient_outpaint.checkpoints import save_checkpoint
+from salient_outpaint.conditioning import binary_paint_mask, paint_mask_from_object
 from salient_outpaint.config import TOY
+from salient_outpaint.data.masks import binarize
 from salient_outpaint.modules import build_models
 from salient_outpaint.pipeline import InputError, OutpaintPipeline, SamplingOptions, controlnet_steps
 
@@ -85,7 +87,7 @@ def test_masks_that_leave_nothing_to_do_are_refused(pipeline, mask_value, messag
 
 def test_mask_of_another_size_is_refused(pipeline):
     image, _ = scene()
-    with pytest.raises(InputError, match=r"mask is \(32, 32\).*image is \(64, 64\)"):
+    with pytest.raises(InputError, match=r"the mask is 32x32 \(width x height\) but the image is 64x64"):
         pipeline(image, torch.ones(1, 32, 32), "a prompt", options=FAST)
 
 
@@ -99,6 +101,28 @@ def test_soft_mask_is_binarised_for_the_unet_and_kept_soft_for_the_controlnet(pi
         warnings.simplefilter("error")  # soft masks are meant: no warning
         assert torch.equal(run(pipeline, si2, inputs=(image, soft)), run(pipeline, si2, inputs=(image, mask)))
         assert not torch.allclose(run(pipeline, inputs=(image, soft)), run(pipeline, inputs=(image, mask)))
+
+
+def test_the_object_cut_is_exactly_what_the_unet_keeps():
+    """binarize (object where the mask is above 0.5) is the complement of the U-Net's reading of the
+    paint mask 1 - object_mask (paint where >= 0.5) for every value: all the 16-bit floats in [0, 1],
+    and 0.5 with 100 float32 / float64 neighbours on each side (1 - m is exact for m >= 0.5, and rounds
+    to at least 0.5 for m below it, so the two cuts meet exactly)."""
+    candidates = [torch.arange(-2 ** 15, 2 ** 15, dtype=torch.int16).view(dtype) for dtype in (torch.float16,
+                                                                                             torch.bfloat16)]
+    for dtype in (torch.float32, torch.float64):
+        half, neighbours = torch.tensor(0.5, dtype=dtype), []
+        for towards in (0.0, 1.0):
+            value = half
+            for _ in range(100):
+                value = torch.nextafter(value, torch.tensor(towards, dtype=dtype))
+                neighbours.append(value)
+        candidates.append(torch.stack([half, *neighbours]))
+    for values in candidates:
+        values = values[(values >= 0) & (values <= 1)]
+        kept = 1 - binary_paint_mask(paint_mask_from_object(values))
+        assert torch.equal(binarize(values), kept.float()), values.dtype
+    assert binarize(torch.tensor([0.5, 0.5001])).tolist() == [0.0, 1.0]
 
 
 def test_mask_values_outside_0_1_are_refused(pipeline):

@@ -123,7 +123,8 @@ def test_refine_mask_grows_a_square_by_exactly_grow_pixels_each_side(grow):
 
 def test_refine_mask_cuts_a_soft_map_at_the_threshold():
     soft_map = torch.tensor([[[0.1, 0.3, 0.5, 0.7, 0.9]]])
-    assert refine_mask(soft_map).tolist() == [[[0, 0, 1, 1, 1]]]
+    assert refine_mask(soft_map).tolist() == [[[0, 0, 0, 1, 1]]]  # the pipeline's cut: above 0.5
+    assert refine_mask(soft_map, threshold=0.5).tolist() == [[[0, 0, 1, 1, 1]]]  # a chosen one: from it
     assert refine_mask(soft_map, threshold=0.8).tolist() == [[[0, 0, 0, 0, 1]]]
     with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\]"):
         refine_mask(soft_map, threshold=0)

@@ -1,8 +1,12 @@
-"""Tar shards (data/shards.py) and DataLoader workers (training/batches.py): packing, streaming every
-sample once per epoch across processes and workers, batches that do not depend on the worker count."""
+"""Tar shards (data/shards.py, data/pack.py) and DataLoader workers (training/batches.py): packing,
+streaming every sample once per epoch across processes and workers, batches that do not depend on the
+worker count."""
 import json
+import subprocess
+import sys
 import tarfile
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import train as train_cli
-from salient_outpaint.data import shards
+from salient_outpaint.data import pack
 from salient_outpaint.data.check import DataCheckError, check_data
 from salient_outpaint.data.shards import ShardDataset
 from salient_outpaint.training import distributed
@@ -31,7 +35,7 @@ def packed(tmp_path_factory) -> tuple[str, object]:
     captions = tmp_path / "captions.jsonl"
     captions.write_text("".join(json.dumps({"image": f"img{index}.jpg", "caption": f"image {index}"}) + "\n"
                                 for index in range(ITEMS - 3)))
-    assert shards.main(["pack", "--data", f"salient:{root}:{captions}", "toy:3", "--out", str(tmp_path / "out"),
+    assert pack.main(["pack", "--data", f"salient:{root}:{captions}", "toy:3", "--out", str(tmp_path / "out"),
                         "--shard-size", "3", "--toy-resolution", "32"]) == 0
     return f"shards:{tmp_path}/out/shard-{{000000..000003}}.tar", tmp_path
 
@@ -53,11 +57,14 @@ def test_pack_writes_every_item_once_in_webdataset_members(packed, capsys):
 
 def test_pack_help_and_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        shards.main(["pack", "--help"])
+        pack.main(["pack", "--help"])
     assert exit_.value.code == 0 and "--shard-size" in capsys.readouterr().out
+    documented = subprocess.run([sys.executable, "-m", "salient_outpaint.data.shards", "pack", "--help"],
+                                cwd=Path(__file__).parent.parent, capture_output=True, text=True)
+    assert documented.returncode == 0 and "--shard-size" in documented.stdout
     root = salient_folder(tmp_path / "folder", count=2)
     (root / "masks" / "img1.png").unlink()
-    assert shards.main(["pack", "--data", f"salient:{root}", "--out", str(tmp_path / "out")]) == 2
+    assert pack.main(["pack", "--data", f"salient:{root}", "--out", str(tmp_path / "out")]) == 2
     assert "img1.png: the mask is missing" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -166,7 +173,7 @@ def test_shard_members_are_read_as_image_files_are_upright_by_exif_and_16_bit_ma
     mask = io.BytesIO()
     Image.fromarray(np.repeat(np.array([65535, 16384], dtype=np.uint16), 20)[:, None].repeat(24, 1)).save(
         mask, format="PNG")
-    shards.write_shard(tmp_path / "shard-000000.tar", [(0, ("jpg", photo.getvalue(), mask.getvalue(), ["a"]))])
+    pack.write_shard(tmp_path / "shard-000000.tar", [(0, ("jpg", photo.getvalue(), mask.getvalue(), ["a"]))])
 
     dataset = ShardDataset(str(tmp_path / "shard-000000.tar"), size=16)
     assert dataset.problems() == []

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.images import to_uint8
+from ..data.masks import binarize
 
 DISPLAY_SIDE = 512
 OVERLAY_RGBA = (255, 0, 0, 128)  # half-transparent red over the object
@@ -27,7 +28,7 @@ def display_size(height: int, width: int) -> tuple[int, int]:
 def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(1, H, W) in [0, 1] -> (1, h, w) binary, area-weighted so thin strokes survive a downscale."""
     resized = F.interpolate(mask[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
-    return (resized[0] >= 0.5).float()
+    return binarize(resized[0])
 
 
 def editor_value(image: torch.Tensor, mask: torch.Tensor) -> dict:

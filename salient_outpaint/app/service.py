@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.masks import binarize
 from ..modules.models import Models
 from ..photo import outpaint_photo
 from ..pipeline import InputError, OutpaintPipeline, SamplingOptions, check_object_mask
@@ -71,7 +72,7 @@ class OutpaintService:
         """-> (num_images, 3, H, W) in [-1, 1] at the photo's size with the ControlNet, and the same with
         SI2 alone (control scale 0, same seed, so the same initial noise) when `compare`, else None."""
         check_request(options, seed, num_images)
-        if not (mask > 0.5).any():  # the pipeline's rule: the object is where the mask is above 0.5
+        if not binarize(mask).any():
             raise InputError(NO_OBJECT)
         check_object_mask(mask, image)  # a mask covering everything is refused before any model runs
 

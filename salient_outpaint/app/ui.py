@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..data.images import to_uint8
+from ..data.masks import binarize
 from ..pipeline import InputError, SamplingOptions
 from ..sampling import SAMPLERS
 from .mask_editing import clicker_view, edited_mask, editor_value, photo_point
@@ -75,7 +76,7 @@ def build_app(service: OutpaintService, example: Path | None = None) -> gr.Block
         with shown_in_page():
             points = parse_points(points)
             image, object_mask = service.read(photo, mask, points)
-        if not (object_mask > 0.5).any():
+        if not binarize(object_mask).any():
             gr.Info("no object found in the photo: paint it with the brush, upload its mask"
                     + (", or click on it" if service.takes_points else ""))
         return editor_value(image, object_mask), clicker_view(image, object_mask, points)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..data.images import NoMaskInImage, load_image, load_mask, load_rgba_as_image_and_mask
-from ..pipeline import InputError
+from ..inputs import InputError, check_mask_size
 
 DEFAULT_MAX_PIXELS = 40_000_000  # a 48-megapixel phone's default 12 MP mode, and a 6000 x 6000 scan, fit
 
@@ -51,7 +51,5 @@ def read_mask(path: str | Path, image: torch.Tensor, max_pixels: int) -> torch.T
         mask = load_mask(path)
     except ValueError:
         raise InputError("the mask is damaged: its header reads but its pixels do not decode") from None
-    if mask.shape[-2:] != image.shape[-2:]:
-        raise InputError(f"the mask is {mask.shape[-1]} x {mask.shape[-2]} but the photo is "
-                         f"{image.shape[-1]} x {image.shape[-2]} (width x height); upload a mask of the photo's size")
+    check_mask_size(mask.shape[-2:], image.shape[-2:], image="the photo")
     return mask

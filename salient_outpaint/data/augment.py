@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import torch
 
+from ..inputs import check_mask_size
+from ..seeds import AUGMENTATION, stream_generator
 from .images import resize_shorter_side
 from .masks import binarize
 
 
 def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     """The RNG of one item of one epoch; distinct (seed, epoch, index) give distinct seeds."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_000_007 + index) % 2**63)
+    return stream_generator(AUGMENTATION, seed, epoch, index)
 
 
 def augment(image: torch.Tensor, mask: torch.Tensor, size: int,
             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """image (3, H, W) in [-1, 1], mask (1, H, W) in [0, 1] -> (3, size, size) in [-1, 1],
     (1, size, size) in {0, 1}."""
-    if image.shape[-2:] != mask.shape[-2:]:
-        raise ValueError(f"image {tuple(image.shape[-2:])} and mask {tuple(mask.shape[-2:])} differ in size")
+    check_mask_size(mask.shape[-2:], image.shape[-2:])
     both = resize_shorter_side(torch.cat([image, mask])[None], size, mode="bilinear")[0]  # (4, H', W')
     height, width = both.shape[-2:]
     top = int(torch.randint(height - size + 1, (), generator=generator))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..inputs import InputError, check_mask_size
 from .images import upright_size
 
 LISTED = 20  # problems named in the error; the rest are counted
@@ -49,9 +50,11 @@ def image_size(path: Path, what: str, problems: list[str]) -> tuple[int, int] | 
 def pair_problems(image: Path, mask: Path) -> list[str]:
     problems = []
     image_wh, mask_wh = image_size(image, "image", problems), image_size(mask, "mask", problems)
-    if image_wh and mask_wh and image_wh != mask_wh:
-        problems.append(f"{mask}: the mask is {mask_wh[0]}x{mask_wh[1]} (width x height) but its image {image.name} "
-                        f"is {image_wh[0]}x{image_wh[1]}; a mask must match its image")
+    if image_wh and mask_wh:
+        try:  # (width, height) from the headers -> (height, width)
+            check_mask_size(mask_wh[::-1], image_wh[::-1], image=f"its image {image.name}")
+        except InputError as error:
+            problems.append(f"{mask}: {error}")
     return problems
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from ..inputs import check_mask_size
 from .augment import augment, item_generator
 from .check import pairs_problems
 from .images import IMAGE_SUFFIXES, images_in, load_image, load_mask
@@ -124,9 +125,8 @@ class PairedDataset(Dataset):
         image_path, mask_path = self.pairs[index]
         generator = item_generator(self.seed, self.epoch, index)
         image, mask = load_image(image_path), load_mask(mask_path)  # (3, H, W), (1, H, W)
-        if image.shape[-2:] != mask.shape[-2:]:
-            raise ValueError(f"the mask {mask_path} is {tuple(mask.shape[-2:])} (height, width) but its image "
-                             f"{image_path} is {tuple(image.shape[-2:])}; a mask must match its image")
+        check_mask_size(mask.shape[-2:], image.shape[-2:], mask=f"the mask {mask_path}",
+                        image=f"its image {image_path}")
         image, mask = augment(image, mask, self.size, generator)
         options = self.captions[index]
         caption = options[int(torch.randint(len(options), (), generator=generator))] if options else ""

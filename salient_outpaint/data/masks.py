@@ -1,5 +1,6 @@
 """Mask utilities. Masks are float tensors (..., H, W) in {0, 1}; which region 1 marks is said by
-the name (object_mask, paint_mask; see conditioning.py)."""
+the name (object_mask, paint_mask; see conditioning.py). The geometry that measures and prompts on a
+mask (distance to the background, points in its core) takes (H, W) bool masks."""
 from __future__ import annotations
 
 import math
@@ -8,8 +9,20 @@ import torch
 import torch.nn.functional as F
 
 
-def binarize(mask: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    return (mask >= threshold).to(torch.float32)
+# Prompt points are drawn from the pixels at least this fraction of the object's maximum depth
+# (distance to the background) inside it: the object's "core".
+CORE_DEPTH_FRACTION = 0.5
+# Rows of the distance transform's second pass computed at once: (rows, H, W) int64 stays small.
+DISTANCE_ROWS_PER_CHUNK = 16
+
+
+def binarize(object_mask: torch.Tensor) -> torch.Tensor:
+    """The object of a (..., H, W) object mask, binary or soft: float32, 1 where object_mask > 0.5, else 0.
+
+    The one cut of an object mask, the pipeline's: exactly the pixels the U-Net keeps, where the paint
+    mask 1 - object_mask is below 0.5 (conditioning.binary_paint_mask, SD inpainting's paint rule).
+    A threshold the user chooses (--mask-threshold) is another rule: segmentation.refine_mask."""
+    return (object_mask > 0.5).float()
 
 
 def window_max(values: torch.Tensor, radius: int) -> torch.Tensor:
@@ -97,3 +110,55 @@ def feathered_paste(generated: torch.Tensor, original: torch.Tensor, object_mask
         weight = window_mean(weight.transpose(-1, -2), feather).transpose(-1, -2)
         weight = torch.maximum(weight, core) * object_mask
     return weight * original + (1 - weight) * generated
+
+
+def check_bool_mask(mask: torch.Tensor, name: str) -> None:
+    if mask.dtype != torch.bool or mask.dim() != 2:
+        raise ValueError(f"{name} must be an (H, W) bool tensor, got dtype {mask.dtype} and shape {tuple(mask.shape)}")
+
+
+def distance_to_background(mask: torch.Tensor) -> torch.Tensor:
+    """(H, W) float: Euclidean distance from each mask pixel to the nearest pixel outside it, 0 outside.
+
+    Pixels beyond the image border count as outside. Exact, in two separable passes: first the
+    distance to the nearest background pixel within each row, then, for each pixel, the nearest
+    over all rows of (that row distance)^2 + (row offset)^2.
+    """
+    check_bool_mask(mask, "mask")
+    padded = torch.nn.functional.pad(mask, (1, 1, 1, 1), value=False)  # (H+2, W+2): a background frame
+    height, width = padded.shape
+    columns = torch.arange(width).expand(height, width)
+    background = ~padded
+    # Every row has background at both ends (the frame), so both searches always find one.
+    nearest_left = torch.where(background, columns, -1).cummax(dim=1).values
+    nearest_right = torch.where(background, columns, width).flip(1).cummin(dim=1).values.flip(1)
+    squared_row_distance = torch.minimum(columns - nearest_left, nearest_right - columns) ** 2  # (H+2, W+2)
+
+    rows = torch.arange(height)
+    squared_distance = torch.empty_like(squared_row_distance)
+    for start in range(0, height, DISTANCE_ROWS_PER_CHUNK):
+        target_rows = rows[start:start + DISTANCE_ROWS_PER_CHUNK]
+        squared_row_offset = (target_rows[:, None] - rows[None, :]) ** 2  # (chunk, H+2)
+        candidates = squared_row_distance[None, :, :] + squared_row_offset[:, :, None]  # (chunk, H+2, W+2)
+        squared_distance[start:start + len(target_rows)] = candidates.min(dim=1).values
+    return squared_distance[1:-1, 1:-1].double().sqrt()
+
+
+def sample_points_in_mask(mask: torch.Tensor, num_points: int,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """(num_points, 2) int64 pixel coordinates as (x, y), SAM's order, inside the mask's core.
+
+    Points are distinct while the core has enough pixels; a tiny core repeats points.
+    """
+    if num_points < 1:
+        raise ValueError(f"num_points must be at least 1, got {num_points}")
+    check_bool_mask(mask, "mask")
+    if not mask.any():
+        raise ValueError("cannot sample prompt points from an empty mask")
+    depth = distance_to_background(mask)
+    core_ys, core_xs = (depth >= CORE_DEPTH_FRACTION * depth.max()).nonzero(as_tuple=True)
+    if len(core_ys) >= num_points:
+        chosen = torch.randperm(len(core_ys), generator=generator)[:num_points]
+    else:
+        chosen = torch.randint(len(core_ys), (num_points,), generator=generator)
+    return torch.stack([core_xs[chosen], core_ys[chosen]], dim=1)

@@ -10,8 +10,8 @@ Each shard is a plain tar file holding, per sample, three members with one key:
     000000042.mask.png         its object mask (white = object), the same size
     000000042.captions.json    its captions, a JSON list (one is drawn per read; [] = no text)
 
-Packing shuffles the samples of all sources together (by --seed) and numbers them; the number is
-the sample's index for its augmentation, (seed, epoch, index) as for folders.
+Packing (pack.py) shuffles the samples of all sources together (by --seed) and numbers them; the
+number is the sample's index for its augmentation, (seed, epoch, index) as for folders.
 
 Reading streams: a shard is read once from front to back (webdataset's tar reader), never seeked.
 Epoch e deals the shards out to the processes, in an order shuffled by (seed, e): process r of N
@@ -25,9 +25,7 @@ shards give the same batches only on the same number of processes (see docs/data
 """
 from __future__ import annotations
 
-import argparse
 import glob
-import io
 import json
 import sys
 import tarfile
@@ -38,10 +36,11 @@ from typing import Iterator
 import torch
 from PIL import Image
 
-from ..checkpoints.io import atomic_write
+from ..inputs import InputError, check_mask_size
+from ..seeds import EPOCH_ORDER, stream_generator
 from .augment import augment, item_generator
 from .check import DataCheckError
-from .images import mask_of, open_image, rgb_of, to_uint8, upright_size
+from .images import mask_of, open_image, rgb_of, upright_size
 
 MASK, CAPTIONS = "mask.png", "captions.json"
 THREADS = 8
@@ -119,7 +118,7 @@ class ShardDataset:
         return {"image": image, "mask": mask, "caption": caption}
 
     def epoch_shards(self, epoch: int, rank: int, world_size: int) -> list[int]:
-        order = torch.randperm(len(self.paths), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        order = torch.randperm(len(self.paths), generator=stream_generator(EPOCH_ORDER, self.seed, epoch))
         return order[rank::world_size].tolist()
 
     def micro_batches(self, rank: int, world_size: int, batch_size: int, start: int, worker: int = 0,
@@ -193,9 +192,11 @@ def shard_problems(path: Path) -> list[str]:
                             sizes.append(upright_size(file))
                     except Exception as error:  # Pillow raises many types for damaged files
                         problems.append(f"{where}: cannot read its {suffix} ({type(error).__name__}: {error})")
-                if len(sizes) == 2 and sizes[0] != sizes[1]:
-                    problems.append(f"{where}: the mask is {sizes[1][0]}x{sizes[1][1]} but the image "
-                                    f"{sizes[0][0]}x{sizes[0][1]} (width x height)")
+                if len(sizes) == 2:
+                    try:  # (width, height) from the headers -> (height, width)
+                        check_mask_size(sizes[1][::-1], sizes[0][::-1])
+                    except InputError as error:
+                        problems.append(f"{where}: {error}")
                 try:
                     captions = json.loads(archive.extractfile(members[CAPTIONS]).read())
                     assert isinstance(captions, list) and all(isinstance(caption, str) for caption in captions)
@@ -206,95 +207,7 @@ def shard_problems(path: Path) -> list[str]:
     return problems
 
 
-# Packing
+if __name__ == "__main__":  # the documented command; packing needs the spec builder, which needs this module
+    from .pack import main
 
-
-def png_bytes(image: torch.Tensor) -> bytes:
-    """(3, H, W) in [-1, 1] or (1, H, W) in [0, 1] -> PNG bytes."""
-    pixels = to_uint8(image * 2 - 1 if image.shape[0] == 1 else image)  # (C, H, W) uint8
-    buffer = io.BytesIO()
-    Image.fromarray(pixels.permute(1, 2, 0).squeeze(-1).numpy()).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def raw_sample(dataset, index: int) -> tuple[str, bytes, bytes, list[str]]:
-    """(image suffix, image bytes, mask bytes, captions) of one item of a dataset to pack: folders and
-    COCO give their files' bytes untouched; the toy world renders its scene."""
-    if hasattr(dataset, "pairs"):
-        image, mask = dataset.pairs[index]
-        return image.suffix.lower().lstrip("."), image.read_bytes(), mask.read_bytes(), list(dataset.captions[index])
-    item = dataset[index]
-    return "png", png_bytes(item["image"]), png_bytes(item["mask"]), [item["caption"]]
-
-
-def add_member(archive: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    archive.addfile(info, io.BytesIO(data))
-
-
-def write_shard(path: Path, samples: list[tuple[int, tuple[str, bytes, bytes, list[str]]]]) -> None:
-    def write(temporary: str) -> None:
-        with tarfile.open(temporary, "w", format=tarfile.USTAR_FORMAT) as archive:
-            for number, (suffix, image, mask, captions) in samples:
-                key = f"{number:09d}"
-                add_member(archive, f"{key}.{suffix}", image)
-                add_member(archive, f"{key}.{MASK}", mask)
-                add_member(archive, f"{key}.{CAPTIONS}", json.dumps(captions).encode())
-
-    atomic_write(path, write)
-
-
-def pack(specs: tuple[str, ...], out: str | Path, shard_size: int = 1000, seed: int = 0,
-         toy_resolution: int = 128) -> str:
-    """Check, shuffle and write every item of the datasets into OUT/shard-NNNNNN.tar; returns the
-    `shards:` pattern that reads them."""
-    from .check import check_data
-    from .specs import build_one
-
-    require_webdataset()
-    if shard_size < 1:
-        raise ValueError(f"--shard-size must be at least 1, not {shard_size}")
-    datasets = [build_one(spec, toy_resolution, seed) for spec in specs]
-    for spec, dataset in zip(specs, datasets):
-        if isinstance(dataset, ShardDataset):
-            raise ValueError(f"{spec} is already shards")
-        check_data(dataset, (spec,))
-    everything = [(source, index) for source, dataset in enumerate(datasets) for index in range(len(dataset))]
-    if not everything:
-        raise ValueError(f"{' '.join(specs)} hold no items")
-    order = torch.randperm(len(everything), generator=torch.Generator().manual_seed(seed)).tolist()
-    out = Path(out)
-    shards = (len(everything) + shard_size - 1) // shard_size
-    for shard in range(shards):
-        numbers = range(shard * shard_size, min((shard + 1) * shard_size, len(everything)))
-        write_shard(out / f"shard-{shard:06d}.tar",
-                    [(number, raw_sample(datasets[everything[order[number]][0]], everything[order[number]][1]))
-                     for number in numbers])
-    return f"shards:{out}/shard-{{{0:06d}..{shards - 1:06d}}}.tar"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m salient_outpaint.data.shards", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    packer = commands.add_parser("pack", help="write datasets into tar shards")
-    packer.add_argument("--data", nargs="+", required=True,
-                        help="dataset specs as train.py reads them: salient:ROOT[:CAPTIONS], "
-                             "coco:IMAGES:CAPTIONS_JSON:MASKS, toy[:N]")
-    packer.add_argument("--out", required=True, help="folder to write shard-NNNNNN.tar into")
-    packer.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default: 1000)")
-    packer.add_argument("--seed", type=int, default=0, help="seed of the shuffle (default: 0)")
-    packer.add_argument("--toy-resolution", type=int, default=128, help="size of rendered toy scenes (default: 128)")
-    args = parser.parse_args(argv)
-    try:
-        pattern = pack(tuple(args.data), args.out, args.shard_size, args.seed, args.toy_resolution)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(pattern)
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

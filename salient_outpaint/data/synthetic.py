@@ -16,6 +16,9 @@ import math
 import torch
 from torch.utils.data import Dataset
 
+from ..seeds import TOY_SCENE, stream_generator
+from .masks import binarize
+
 # name -> the phrase captions use
 BACKGROUNDS = {
     "sky": "a blue sky",
@@ -153,8 +156,7 @@ def render_scene(size: int, generator: torch.Generator) -> dict:
 
 
 def scene_generator(seed: int, split: str, epoch: int, index: int) -> torch.Generator:
-    key = ((seed * 1_000_033 + SPLIT_OFFSETS[split]) * 1_000_037 + epoch) * 10_000_019 + index
-    return torch.Generator().manual_seed(key % (2 ** 63))
+    return stream_generator(TOY_SCENE, seed, SPLIT_OFFSETS[split], epoch, index)
 
 
 class ToyWorldDataset(Dataset):
@@ -203,6 +205,6 @@ def classify_background(image: torch.Tensor, object_mask: torch.Tensor,
                         signatures: dict[str, torch.Tensor]) -> str:
     """The toy world's stand-in for CLIP score: which background does the painted region look like?
     Nearest background signature (mean, spread of colour) over the pixels outside the object."""
-    outside = object_mask.reshape(image.shape[-2:]) < 0.5
+    outside = binarize(object_mask.reshape(image.shape[-2:])) == 0
     features = colour_features(image, outside)
     return min(signatures, key=lambda name: float((features - signatures[name]).norm()))

@@ -1,7 +1,7 @@
 """How good a generated background is, and how much it grew the object (the object is found again
 with salient_outpaint.segmentation).
 
-  expansion.py      object expansion E = area(m_out ∪ m_in) − area(m_in), prompt points, summaries
+  expansion.py      object expansion E = area(m_out ∪ m_in) − area(m_in)
   fid.py            Fréchet distance between feature statistics (FID)
   fid_inception.py  the Inception-v3 variant whose pool features FID is defined on
   lpips.py          LPIPS distance and the diversity of several samples

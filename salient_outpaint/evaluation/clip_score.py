@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.images import resize_shorter_side
-from .expansion import check_mask
+from ..data.masks import check_bool_mask
 
 CLIP_SCORE_SCALE = 100.0
 # Padding that makes an object's box square before resizing: 0 in [-1, 1] is mid grey.
@@ -80,7 +80,7 @@ def clip_score(embedder: CLIPEmbedder, images: torch.Tensor, prompts: Sequence[s
 
 def mask_bounding_box(mask: torch.Tensor) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) of a non-empty (H, W) bool mask, bottom and right exclusive."""
-    check_mask(mask, "mask")
+    check_bool_mask(mask, "mask")
     rows, columns = mask.any(dim=1).nonzero(), mask.any(dim=0).nonzero()
     if len(rows) == 0:
         raise ValueError("the object mask is empty, so there is no object to crop")

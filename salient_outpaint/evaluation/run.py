@@ -18,6 +18,7 @@ from tqdm import tqdm
 from ..checkpoints.io import CheckpointError
 from ..data.images import IMAGE_SUFFIXES, images_in, load_image, load_mask, mask_as_image, save_image
 from ..data.manifest import ManifestInput
+from ..data.masks import binarize
 from ..data.synthetic import ToyWorldDataset, background_signatures, classify_background
 from ..segmentation import SegmentPrompt, Segmenter, refine_mask
 from .diversity import background_pixel_diversity
@@ -100,7 +101,7 @@ def generate(pipeline, inputs: Sequence[ManifestInput], folder: Path, num_images
 
 
 def object_mask_of(item: ManifestInput) -> torch.Tensor:
-    object_mask = load_mask(item.mask)[0] >= 0.5  # (H, W) bool
+    object_mask = binarize(load_mask(item.mask)[0]).bool()  # (H, W)
     if not object_mask.any():
         raise ValueError(f"the mask of input {item.id!r}, {item.mask}, is empty (white = object)")
     return object_mask

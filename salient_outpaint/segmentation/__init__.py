@@ -4,13 +4,13 @@ training images) share.
 
     segmenter = make_segmenter("inspyrenet", weights="ckpt_base.pth")
     soft_map = segmenter(image, prompt=None)             # (3, H, W) in [-1, 1] -> (1, H, W) in [0, 1]
-    mask = refine_mask(soft_map, threshold=0.5, grow=4)  # binary, grown by 4 px
+    mask = refine_mask(soft_map, grow=4)                 # binary (above 0.5), grown by 4 px
 
   interface.py    SegmentPrompt (points, box, mask), the Segmenter call, input checks
   inspyrenet.py   the authors' salient-object detector (transparent-background), no prompt needed
   sam.py          Segment Anything, prompted by points, a box or a mask (the paper's for expansion)
   colour.py       the toy world's: its objects are regions of one palette colour
-  refine.py       refine_mask: threshold, grow or shrink
+  refine.py       refine_mask: cut, grow or shrink
   automatic.py    automatic_mask: the mask of a bare photo, as sample.py makes it
   make_masks.py   masks for a folder of images (python -m salient_outpaint.segmentation make-masks)
 """

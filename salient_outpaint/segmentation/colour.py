@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..data.masks import binarize
 from ..data.synthetic import COLOURS
 from .interface import SegmentPrompt, SegmenterError, check_image, check_prompt
 
@@ -39,7 +40,7 @@ class ColourSegmenter:
         inside_box = torch.ones(height, width, dtype=torch.bool)
         seeds = torch.zeros(height, width, dtype=torch.bool)
         if prompt.mask is not None:
-            seeds = prompt.mask[0] >= 0.5
+            seeds = binarize(prompt.mask[0]).bool()
         elif prompt.points or prompt.box is not None:
             points = list(prompt.points)
             if prompt.box is not None:

@@ -15,6 +15,8 @@ from typing import Protocol
 
 import torch
 
+from ..data.masks import binarize
+
 
 class SegmenterError(ValueError):
     """A segmenter that cannot be built or asked as requested; the message says what to do."""
@@ -57,6 +59,6 @@ def check_prompt(prompt: SegmentPrompt | None, image: torch.Tensor) -> SegmentPr
         if prompt.mask.shape != (1, height, width):
             raise SegmenterError(f"the prompt mask is {tuple(prompt.mask.shape)} but the image is "
                                  f"{tuple(image.shape)}; they must cover the same pixels, as (1, H, W)")
-        if not (prompt.mask >= 0.5).any():
+        if not binarize(prompt.mask).any():
             raise SegmenterError("the prompt mask is empty: there is no object to look for")
     return prompt

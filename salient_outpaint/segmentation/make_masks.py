@@ -29,7 +29,7 @@ def make_masks(segmenter: Segmenter, images: Path, out: Path, threshold: float |
     written = []
     for path in tqdm(paths, desc="masks", disable=not progress):
         soft_map = segmenter(load_image(path))  # (1, H, W) in [0, 1]
-        mask = soft_map if threshold is None and grow == 0 else refine_mask(soft_map, threshold or 0.5, grow)
+        mask = soft_map if threshold is None and grow == 0 else refine_mask(soft_map, threshold, grow)
         grey = (mask[0] * 255).round().to(torch.uint8).cpu().numpy()
         written.append(out / f"{path.stem}.png")
         Image.fromarray(grey).save(written[-1])

@@ -16,7 +16,7 @@ import torch
 
 from ..checkpoints.io import CheckpointError, read_state_dict
 from ..data.images import to_uint8
-from ..evaluation.expansion import sample_points_in_mask
+from ..data.masks import binarize, sample_points_in_mask
 from .interface import SegmentPrompt, SegmenterError, check_image, check_prompt
 
 SAM_CHECKPOINT_NAMES = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth",
@@ -48,7 +48,7 @@ class SAMSegmenter:
                                  "box around it (--box X0,Y0,X1,Y1), or use --segmenter inspyrenet")
         points = torch.tensor(prompt.points, dtype=torch.float32).reshape(-1, 2)  # (P, 2) as (x, y)
         if prompt.mask is not None:
-            sampled = sample_points_in_mask(prompt.mask[0].cpu() >= 0.5, self.points_per_mask, self.generator)
+            sampled = sample_points_in_mask(binarize(prompt.mask[0].cpu()).bool(), self.points_per_mask, self.generator)
             points = torch.cat([points, sampled.float()])
         self.predictor.set_image(to_uint8(image).permute(1, 2, 0).cpu().numpy(), image_format="RGB")  # (H, W, 3)
         logits, scores, _ = self.predictor.predict(

@@ -13,6 +13,8 @@ from functools import lru_cache
 
 import torch
 
+from ..seeds import EPOCH_ORDER, TRAINING_SAMPLE, stream_generator
+
 
 def batch_positions(step: int, micro_step: int, rank: int, world_size: int, batch_size: int,
                     grad_accumulation: int) -> range:
@@ -23,7 +25,7 @@ def batch_positions(step: int, micro_step: int, rank: int, world_size: int, batc
 
 @lru_cache(maxsize=4)
 def epoch_permutation(num_items: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return torch.randperm(num_items, generator=stream_generator(EPOCH_ORDER, seed, epoch))
 
 
 def item_at(position: int, num_items: int, seed: int) -> tuple[int, int]:
@@ -34,4 +36,4 @@ def item_at(position: int, num_items: int, seed: int) -> tuple[int, int]:
 
 def sample_generator(seed: int, position: int) -> torch.Generator:
     """The RNG for every random draw that belongs to one training sample."""
-    return torch.Generator().manual_seed((seed + 1) * 2_654_435_761 + position)
+    return stream_generator(TRAINING_SAMPLE, seed + 1, position)
