@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from .data.masks import feathered_paste
-from .pipeline import InputError, OutpaintPipeline, SamplingOptions
+from .errors import InputError
+from .options import SamplingOptions
+from .pipeline import OutpaintPipeline
 
 
 def working_size(height: int, width: int, area_side: int) -> tuple[int, int]:

@@ -23,7 +23,8 @@ from salient_outpaint.app.service import OutpaintService
 from salient_outpaint.app.uploads import check_upload, read_mask, read_photo
 from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, load_models
 from salient_outpaint.photo import outpaint_photo
-from salient_outpaint.pipeline import InputError, SamplingOptions
+from salient_outpaint.errors import InputError
+from salient_outpaint.options import SamplingOptions
 
 gradio_client = pytest.importorskip("gradio_client", reason="the app's tests need the [app] extra (gradio)")
 

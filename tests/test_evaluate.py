@@ -15,7 +15,7 @@ from salient_outpaint.data.manifest import read_manifest
 from salient_outpaint.data.masks import dilate
 from salient_outpaint.evaluation import clip_score, fid_inception, lpips, run
 from salient_outpaint.modules import build_models
-from salient_outpaint.pipeline import SamplingOptions
+from salient_outpaint.options import SamplingOptions
 from tests.fixtures.planted import PlantedCode
 
 SIZE = 32

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..data.images import NoMaskInImage, load_image, load_mask, load_rgba_as_image_and_mask
-from ..pipeline import InputError
+from ..errors import InputError
 
 DEFAULT_MAX_PIXELS = 40_000_000  # a 48-megapixel phone's default 12 MP mode, and a 6000 x 6000 scan, fit
 
