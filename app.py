@@ -13,15 +13,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS
+from salient_outpaint.app.service import OutpaintService
+from salient_outpaint.app.uploads import DEFAULT_MAX_PIXELS
+from salient_outpaint.checkpoints import CheckpointError
+from salient_outpaint.config import PRESETS
+from salient_outpaint.device import check_device, default_device
+from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS, load_models
+from salient_outpaint.segmentation import SEGMENTERS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from salient_outpaint.app.uploads import DEFAULT_MAX_PIXELS
-    from salient_outpaint.config import PRESETS
-    from salient_outpaint.device import default_device
-    from salient_outpaint.segmentation import SEGMENTERS
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; 0.0.0.0 for every interface (default: 127.0.0.1, this machine only)")
@@ -46,20 +47,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        from salient_outpaint.app.ui import build_app
+        from salient_outpaint.app.ui import build_app  # Gradio, an optional extra
     except ImportError as error:
         print(f"error: the app needs Gradio ({error}); install it with pip install -e \".[app]\"", file=sys.stderr)
         return 2
-    from salient_outpaint.app.service import OutpaintService
-    from salient_outpaint.checkpoints import CheckpointError
-    from salient_outpaint.device import check_device
-    from salient_outpaint.loading import load_models
-
     segmenter = args.segmenter or ("colour" if not args.checkpoint else "inspyrenet" if args.mask_weights else None)
     try:
         device = check_device(args.device)
-        service = OutpaintService(load_models(args.checkpoint, args.controlnet, args.preset), device,
-                                  args.max_pixels, segmenter, args.mask_weights)
+        service = OutpaintService(load_models(args.checkpoint, args.controlnet, args.preset), device=device,
+                                  max_pixels=args.max_pixels, segmenter=segmenter, mask_weights=args.mask_weights)
     except (CheckpointError, FileNotFoundError, ImportError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

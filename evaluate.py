@@ -27,23 +27,21 @@ mean per-pixel distance between samples in the background. See docs/evaluation.m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
 
 import torch
 
-# method -> ControlNet conditioning scale (the controlnet method's is --control-scale)
-METHODS = {"controlnet": 1.0, "no-controlnet": 0.0}
+from salient_outpaint.config import PRESETS
+from salient_outpaint.evaluation.procedure import METHODS, Generation, Metrics, evaluate
+from salient_outpaint.options import OptionError, SamplingOptions
+from salient_outpaint.precision import add_dtype_argument
+from salient_outpaint.sampling import SAMPLERS
+from salient_outpaint.segmentation import SEGMENTERS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from salient_outpaint.config import PRESETS
-    from salient_outpaint.precision import add_dtype_argument
-    from salient_outpaint.sampling import SAMPLERS
-    from salient_outpaint.segmentation import SEGMENTERS
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_argument_group("inputs and images")
     source.add_argument("--inputs", metavar="MANIFEST", help="JSONL, one {id, image, mask, prompt, category} per line")
@@ -81,7 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                          help="how the object is found again: sam (the paper's, prompted inside the original "
                               "mask), inspyrenet (the authors' notebook: the salient object of the output) or "
                               "colour (toy world); default: colour with --toy, else sam")
-    metrics.add_argument("--mask-weights", "--sam-checkpoint", dest="mask_weights",
+    metrics.add_argument("--mask-weights",
                          help="the segmenter's weights: a segment-anything checkpoint (sam_vit_h_4b8939.pth) "
                               "or transparent-background's ckpt_base.pth")
     metrics.add_argument("--sam-type", choices=["vit_b", "vit_l", "vit_h"],
@@ -96,34 +94,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def segmenter_name(args) -> str:
-    return args.segmenter or ("colour" if args.toy else "sam")
-
-
-def check_metric_options(args) -> None:
-    """Every weights file given, and SAM's, before hours of generation find one missing."""
-    from salient_outpaint.evaluation.fid_inception import FID_WEIGHTS_NAME
-    from salient_outpaint.evaluation.lpips import BACKBONES
-    from salient_outpaint.evaluation.run import check_weight_file
-    from salient_outpaint.segmentation import inspyrenet, sam
-
-    expected = {"sam": " or ".join(sam.SAM_CHECKPOINT_NAMES.values()), "inspyrenet": inspyrenet.CHECKPOINT_NAME}
-    name = segmenter_name(args)
-    if name in expected and not args.mask_weights:
-        raise ValueError(f"measuring expansion with {name} needs --mask-weights ({expected[name]}); "
-                         "for toy-world images give --segmenter colour")
-    if name in expected:
-        check_weight_file(args.mask_weights, "--mask-weights", expected[name])
-    if args.fid_weights:
-        check_weight_file(args.fid_weights, "--fid-weights", FID_WEIGHTS_NAME)
-    if args.lpips_weights:
-        check_weight_file(args.lpips_weights[0], "--lpips-weights", BACKBONES[args.lpips_backbone].weights_name)
-        check_weight_file(args.lpips_weights[1], "--lpips-weights", f"lpips' weights/v0.1/{args.lpips_backbone}.pth")
-    if args.clip_checkpoint:
-        check_weight_file(args.clip_checkpoint, "--clip-checkpoint", f"open_clip weights for {args.clip_model}")
-
-
 def given_folders(args) -> dict[str, Path]:
+    """--generated METHOD=DIR ... -> {method: folder}, each folder there."""
     folders = {}
     for spec in args.generated:
         method, separator, folder = spec.partition("=")
@@ -136,122 +108,51 @@ def given_folders(args) -> dict[str, Path]:
     return folders
 
 
-def generate_methods(args, inputs, out: Path) -> dict[str, Path]:
-    from salient_outpaint.evaluation.run import generate
-    from salient_outpaint.pipeline import OutpaintPipeline, SamplingOptions
-    from salient_outpaint.loading import load_models
-
-    models = load_models(args.checkpoint, args.controlnet, args.preset,
-                         with_controlnet="controlnet" in args.methods, dtype=args.dtype, device=args.device)
-    pipeline = OutpaintPipeline(models, args.device)
-    folders = {}
-    for method in args.methods:
-        options = SamplingOptions(steps=args.steps, guidance=args.guidance, sampler=args.sampler,
-                                  control_scale=args.control_scale if method == "controlnet" else METHODS[method],
-                                  control_start=args.control_start, control_end=args.control_end)
-        folders[method] = out / method
-        generate(pipeline, inputs, folders[method], args.num_images, options, args.seed)
-    return folders
+def generation(args) -> Generation | None:
+    """--generate's sampling options per method, checked before anything is loaded or written."""
+    if not args.generate:
+        return None
+    if args.num_images < 1:
+        raise ValueError(f"--num-images must be at least 1, got {args.num_images}")
+    options = {method: SamplingOptions(steps=args.steps, guidance=args.guidance, sampler=args.sampler,
+                                       control_scale=args.control_scale if method == "controlnet" else METHODS[method],
+                                       control_start=args.control_start, control_end=args.control_end)
+               for method in args.methods}
+    return Generation(options=options, checkpoint=args.checkpoint, controlnet=args.controlnet, preset=args.preset,
+                      num_images=args.num_images, seed=args.seed, dtype=args.dtype)
 
 
-def load_metric_networks(args, notes: list[str]) -> dict:
-    """The networks of every metric whose weights are given (None for the others), loaded before any
-    measuring so that a wrong file stops the run early. Notes say how to enable the skipped ones."""
-    from salient_outpaint.evaluation.clip_score import load_clip_embedder
-    from salient_outpaint.evaluation.fid_inception import load_fid_inception
-    from salient_outpaint.evaluation.lpips import load_lpips
-    from salient_outpaint.evaluation.run import load_weights
-    from salient_outpaint.segmentation import make_segmenter
-
-    networks = dict.fromkeys(["segmenter", "clip", "inception", "lpips"])
-    name = segmenter_name(args)
-    options = {"model_type": args.sam_type} if name == "sam" else {}
-    networks["segmenter"] = load_weights(make_segmenter, args.mask_weights, f"the {name} segmenter", name,
-                                         args.mask_weights, args.device, **options)
-    if args.clip_checkpoint:
-        networks["clip"] = load_weights(load_clip_embedder, args.clip_checkpoint, f"open_clip {args.clip_model}",
-                                        args.clip_model, args.clip_checkpoint, args.device)
-    else:
-        notes.append("CLIP score and object similarity skipped: give --clip-checkpoint (and --clip-model)")
-    if args.fid_weights:
-        networks["inception"] = load_weights(load_fid_inception, args.fid_weights, "the FID Inception",
-                                             args.fid_weights, args.device)
-    else:
-        notes.append("FID skipped: give --fid-weights (and --real DIR, or the inputs are the real images)")
-    if args.lpips_weights:
-        networks["lpips"] = load_weights(load_lpips, " and ".join(args.lpips_weights),
-                                         f"LPIPS {args.lpips_backbone}", args.lpips_backbone, *args.lpips_weights,
-                                         device=args.device)
-    else:
-        notes.append("LPIPS diversity skipped: give --lpips-weights BACKBONE LINEAR")
-    return networks
-
-
-def set_metrics(args, networks, folders, inputs, notes: list[str]) -> dict[str, dict[str, float]]:
-    """The metrics of a whole set of images, one number per method: FID."""
-    from salient_outpaint.evaluation import run
-
-    results = {method: {} for method in folders}
-    if networks["inception"] is not None:
-        real = run.image_files(args.real) if args.real else [item.image for item in inputs]
-        for method, fid in run.fid_per_method(folders, inputs, networks["inception"], real, args.device).items():
-            results[method]["fid"] = fid
-    return results
-
-
-def evaluate(args) -> dict:
-    from salient_outpaint.data.manifest import read_manifest
-    from salient_outpaint.evaluation import run
-    from salient_outpaint.evaluation.report import summarise
-
-    out = Path(args.out)
-    if bool(args.inputs) == bool(args.toy):
-        raise ValueError("give the inputs either as --inputs MANIFEST or as --toy N")
-    if not args.generated and not args.generate:
-        raise ValueError("nothing to evaluate: give --generated METHOD=DIR ... or --generate")
-    if args.generate and (args.num_images < 1 or args.steps < 1):
-        raise ValueError(f"--num-images and --steps must be at least 1, got {args.num_images} and {args.steps}")
-    if args.generate and not 0 <= args.control_start < args.control_end <= 1:
-        raise ValueError(f"--control-start {args.control_start:g} and --control-end {args.control_end:g} must satisfy "
-                         "0 <= start < end <= 1 (fractions of the sampling steps)")
-    check_metric_options(args)
-    folders = given_folders(args)
-    manifest = Path(args.inputs) if args.inputs else run.write_toy_manifest(out / "inputs", args.toy)
-    inputs = read_manifest(manifest)
-    if args.generate:
-        folders.update(generate_methods(args, inputs, out))  # the generator's networks are freed on return
-
-    notes = []
-    networks = load_metric_networks(args, notes)
-    records = [record for method, folder in folders.items()
-               for record in run.image_records(method, folder, inputs, networks["segmenter"], networks["clip"],
-                                               args.device, networks["lpips"])]
-    single = sorted({record["method"] for record in records} - {record["method"] for record in records
-                                                                 if "background_diversity" in record})
-    if single:
-        notes.append(f"diversity needs 2 or more images per input; {', '.join(single)} had 1")
-    summary = summarise(records, set_metrics(args, networks, folders, inputs, notes))
-    report = run.markdown_report(summary, notes)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps({
-        "manifest": str(manifest), "folders": {method: str(folder) for method, folder in folders.items()},
-        "notes": notes, "summary": summary, "records": records}, indent=1))
-    (out / "report.md").write_text(report)
-    print(report, end="")
-    print(f"wrote {out / 'report.json'} and {out / 'report.md'}")
-    return summary
+def metrics(args) -> Metrics:
+    return Metrics(segmenter=args.segmenter or ("colour" if args.toy else "sam"), mask_weights=args.mask_weights,
+                   sam_type=args.sam_type, fid_weights=args.fid_weights, real=args.real,
+                   lpips_backbone=args.lpips_backbone,
+                   lpips_weights=tuple(args.lpips_weights) if args.lpips_weights else None,
+                   clip_checkpoint=args.clip_checkpoint, clip_model=args.clip_model)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    out = Path(args.out)
     with warnings.catch_warnings():  # warnings (a truncated prompt) as one line each
         warnings.showwarning = lambda message, *rest: print(f"warning: {message}", file=sys.stderr)
         try:
-            evaluate(args)
+            if bool(args.inputs) == bool(args.toy):
+                raise ValueError("give the inputs either as --inputs MANIFEST or as --toy N")
+            if not args.generated and not args.generate:
+                raise ValueError("nothing to evaluate: give --generated METHOD=DIR ... or --generate")
+            to_generate = generation(args)
+            _, report = evaluate(out, manifest=Path(args.inputs) if args.inputs else None, toy=args.toy,
+                                 folders=given_folders(args), generation=to_generate, metrics=metrics(args),
+                                 device=args.device)
+        except OptionError as error:
+            print(f"error: {error.with_flags()}", file=sys.stderr)
+            return 2
         except (FileNotFoundError, ValueError, KeyError, ImportError) as error:  # CheckpointError is a ValueError
             message = error.args[0] if isinstance(error, KeyError) and error.args else error
             print(f"error: {message}", file=sys.stderr)
             return 2
+    print(report, end="")
+    print(f"wrote {out / 'report.json'} and {out / 'report.md'}")
     return 0
 
 

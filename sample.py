@@ -24,22 +24,28 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
-from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS
+from tqdm import tqdm
+
+from salient_outpaint.batch import jobs_from_images, jobs_from_manifest, prepare_output_folder, run_batch
+from salient_outpaint.checkpoints import CheckpointError
+from salient_outpaint.config import PRESETS
+from salient_outpaint.device import check_device, default_device
+from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS, load_models
+from salient_outpaint.modules.models import compile_models
+from salient_outpaint.options import SAMPLING_PRESETS, OptionError, SamplingOptions
+from salient_outpaint.pipeline import OutpaintPipeline
+from salient_outpaint.precision import add_dtype_argument
+from salient_outpaint.sampling import SAMPLERS
+from salient_outpaint.segmentation import SEGMENTERS, SegmentPrompt, automatic_mask, make_segmenter
 
 MAX_SEED = 2**63 - 1
 SAMPLING_FLAGS = ("steps", "guidance", "control_scale", "sampler")  # set by --preset-sampling unless given
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from salient_outpaint.config import PRESETS
-    from salient_outpaint.pipeline import SAMPLING_PRESETS, SamplingOptions
-    from salient_outpaint.segmentation import SEGMENTERS
-    from salient_outpaint.device import default_device
-    from salient_outpaint.precision import add_dtype_argument
-    from salient_outpaint.sampling import SAMPLERS
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     inputs = parser.add_argument_group("inputs (default: the toy example)")
     inputs.add_argument("--image", help="an object photo or a folder of them (RGBA: the alpha channel is the mask; "
@@ -118,38 +124,21 @@ def box(text: str) -> tuple[float, float, float, float]:
     return numbers(text, 4, "X0,Y0,X1,Y1 in pixels")
 
 
-def sampling_options(args):
-    """The options of --preset-sampling (or the defaults), overridden by the flags given explicitly."""
-    from dataclasses import replace
-
-    from salient_outpaint.pipeline import SAMPLING_PRESETS, SamplingOptions
-
+def sampling_options(args) -> SamplingOptions:
+    """The options of --preset-sampling (or the defaults), overridden by the flags given explicitly;
+    a value out of range is an OptionError."""
     base = SAMPLING_PRESETS[args.preset_sampling] if args.preset_sampling else SamplingOptions()
     given = {name: getattr(args, name) for name in SAMPLING_FLAGS if getattr(args, name) is not None}
-    options = replace(base, **given, eta=args.eta, control_start=args.control_start, control_end=args.control_end)
-    return replace(options, control_scale=0.0) if args.no_controlnet else options
+    if args.no_controlnet:
+        given["control_scale"] = 0.0
+    return replace(base, **given, eta=args.eta, control_start=args.control_start, control_end=args.control_end)
 
 
 def check_args(args) -> None:
-    """Every flag in range, before anything is loaded."""
-    from salient_outpaint.config import PRESETS
-    from salient_outpaint.device import check_device
-
-    options = sampling_options(args)
-    for flag, value in (("--num-images", args.num_images), ("--batch-size", args.batch_size),
-                        ("--steps", options.steps)):
+    """The flags SamplingOptions does not hold in range, before anything is loaded."""
+    for flag, value in (("--num-images", args.num_images), ("--batch-size", args.batch_size)):
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
-    most_steps = min(config.schedule.num_train_timesteps for config in PRESETS.values()) - 1  # see check_steps
-    if options.steps > most_steps:
-        raise ValueError(f"--steps must be at most {most_steps}, got {options.steps}")
-    for flag, value in (("--guidance", options.guidance), ("--control-scale", options.control_scale),
-                        ("--eta", args.eta)):
-        if value < 0:
-            raise ValueError(f"{flag} must not be negative, got {value}")
-    if not 0 <= args.control_start < args.control_end <= 1:
-        raise ValueError(f"--control-start {args.control_start:g} and --control-end {args.control_end:g} must "
-                         "satisfy 0 <= start < end <= 1 (fractions of the steps)")
     if args.mask_threshold is not None and not 0 < args.mask_threshold <= 1:
         raise ValueError(f"--mask-threshold must be in (0, 1], got {args.mask_threshold:g}")
     if (args.point or args.box) and args.segmenter == "inspyrenet":
@@ -167,8 +156,6 @@ def check_args(args) -> None:
 
 
 def list_jobs(args):
-    from salient_outpaint.batch import jobs_from_images, jobs_from_manifest
-
     if args.inputs:
         return jobs_from_manifest(Path(args.inputs))
     if args.image:
@@ -179,8 +166,6 @@ def list_jobs(args):
 
 def mask_finder(args):
     """(image, path) -> object mask, for photos without one: --segmenter, loaded when a photo first needs it."""
-    from salient_outpaint.segmentation import SegmentPrompt, automatic_mask, make_segmenter
-
     prompt = SegmentPrompt(points=tuple(args.point), box=args.box)
     loaded = []
 
@@ -193,13 +178,8 @@ def mask_finder(args):
 
 
 def generate(args) -> int:
-    from salient_outpaint.batch import prepare_output_folder, run_batch
-    from salient_outpaint.checkpoints import CheckpointError
-    from salient_outpaint.loading import load_models
-    from salient_outpaint.modules.models import compile_models
-    from salient_outpaint.pipeline import OutpaintPipeline
-
     try:
+        options = sampling_options(args)
         check_args(args)
         jobs = list_jobs(args)
         out = prepare_output_folder(Path(args.out))  # before the models: a wrong --out costs nothing
@@ -207,12 +187,16 @@ def generate(args) -> int:
                              dtype=args.dtype, device=args.device)
         if args.compile:
             compile_models(models)
+    except OptionError as error:
+        print(f"error: {error.with_flags()}", file=sys.stderr)
+        return 2
     except (CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    summary = run_batch(OutpaintPipeline(models, args.device), jobs, out, args.num_images, args.batch_size,
-                        sampling_options(args), args.negative_prompt, args.seed, args.resolution, args.raw,
-                        args.overwrite, find_mask=mask_finder(args))
+    summary = run_batch(OutpaintPipeline(models, args.device), jobs, out, num_images=args.num_images,
+                        batch_size=args.batch_size, options=options, negative_prompt=args.negative_prompt,
+                        seed=args.seed, resolution=args.resolution, raw=args.raw, overwrite=args.overwrite,
+                        find_mask=mask_finder(args))
     print(f"wrote {summary.images} images for {len(summary.done)} of {len(jobs)} inputs to {out}"
           + (f"; {len(summary.skipped)} already done, skipped (--overwrite redoes them)" if summary.skipped else ""))
     if summary.failed:
@@ -223,8 +207,6 @@ def generate(args) -> int:
 
 
 def main(argv=None) -> int:
-    from tqdm import tqdm
-
     args = parse_args(argv)
     with warnings.catch_warnings():  # warnings (a truncated prompt) as one line each
         warnings.simplefilter("always")

@@ -38,7 +38,8 @@ from salient_outpaint.checkpoints import load_checkpoint, save_checkpoint  # noq
 from salient_outpaint.config import SD2_INPAINT, TextEncoderConfig, UNetConfig, VAEConfig  # noqa: E402
 from salient_outpaint.modules import build_models  # noqa: E402
 from salient_outpaint.modules.models import compile_models, empty_models  # noqa: E402
-from salient_outpaint.pipeline import SAMPLING_PRESETS, OutpaintPipeline  # noqa: E402
+from salient_outpaint.options import SAMPLING_PRESETS  # noqa: E402
+from salient_outpaint.pipeline import OutpaintPipeline  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # SD2's shape at a fraction of the width, for a dry run of this script on a CPU.

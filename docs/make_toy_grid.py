@@ -17,7 +17,8 @@ from salient_outpaint.config import TOY  # noqa: E402
 from salient_outpaint.data.images import make_grid, save_image  # noqa: E402
 from salient_outpaint.data.synthetic import ToyWorldDataset  # noqa: E402
 from salient_outpaint.modules import build_models  # noqa: E402
-from salient_outpaint.pipeline import OutpaintPipeline, SamplingOptions  # noqa: E402
+from salient_outpaint.options import SamplingOptions  # noqa: E402
+from salient_outpaint.pipeline import OutpaintPipeline  # noqa: E402
 
 # held-out scene index -> the new background asked for
 ROWS = {111: "a brick wall", 103: "blue water", 105: "sand", 110: "green grass"}

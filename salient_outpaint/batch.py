@@ -25,8 +25,9 @@ from tqdm import tqdm
 from .data.images import (IMAGE_SUFFIXES, NoMaskInImage, images_in, load_image, load_mask,
                           load_rgba_as_image_and_mask, make_grid, mask_as_image, save_image)
 from .data.manifest import read_manifest
+from .options import SamplingOptions
 from .photo import outpaint_photo, resize, working_size
-from .pipeline import OutpaintPipeline, SamplingOptions
+from .pipeline import OutpaintPipeline
 
 GRID_IMAGES = 8  # results shown in a grid; more would make it unwieldy, and all are written anyway
 MaskFinder = Callable[[torch.Tensor, Path], torch.Tensor]  # (image (3, H, W), its path) -> (1, H, W) in [0, 1]
@@ -164,7 +165,7 @@ def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], out: Path, num_images
                         written += 1
                     progress.update(count)
                     summary.images += count
-            except (FileNotFoundError, ValueError) as error:  # pipeline.InputError is a ValueError
+            except (FileNotFoundError, ValueError) as error:  # errors.InputError is a ValueError
                 summary.failed.append((job.name, str(error)))
                 progress.update(num_images - written)
                 tqdm.write(f"error: {job.image}: {error}; skipped", file=sys.stderr)

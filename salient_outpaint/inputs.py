@@ -1,5 +1,6 @@
-"""Input refused alike wherever it arrives (the pipeline, sample.py's batches, the app, the training
-data): InputError, whose message says what to change, and the one check that a mask fits its image."""
+"""Input refused alike wherever it arrives (the options, the pipeline, sample.py's batches, the app, the
+training data): InputError, whose one-line message says what to change, and the one check that a mask fits
+its image. Below every module that refuses input, so that each can raise it without importing the others."""
 from __future__ import annotations
 
 

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from .data.masks import feathered_paste
 from .inputs import check_mask_size
-from .pipeline import OutpaintPipeline, SamplingOptions
+from .options import SamplingOptions
+from .pipeline import OutpaintPipeline
 
 
 def working_size(height: int, width: int, area_side: int) -> tuple[int, int]:

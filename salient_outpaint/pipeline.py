@@ -7,8 +7,6 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
@@ -17,40 +15,16 @@ from .data.masks import binarize, feathered_paste
 from .inputs import InputError, check_mask_size
 from .modules.models import Models, dtype_of
 from .modules.text import Tokenizer, encode_prompts
-from .sampling import SAMPLERS, TIMESTEPS
+from .options import SamplingOptions
+from .sampling import SAMPLERS
 from .sampling.schedule import alphas_cumprod
 
 
-@dataclass(frozen=True)
-class SamplingOptions:
-    steps: int = 20
-    guidance: float = 7.5  # classifier-free guidance scale; <= 1 turns guidance off
-    control_scale: float = 1.0  # 0 reproduces plain SI2
-    sampler: str = "dpm++2m"
-    eta: float = 0.0  # DDIM only
-    paste_back: bool = False  # put the original object pixels back (the VAE round trip is lossy); always
-    # done with a text-to-image U-Net
-    feather: int = 2  # pixels of soft edge for the paste-back
-    control_start: float = 0.0  # the ControlNet acts from this fraction of the steps ...
-    control_end: float = 1.0  # ... to this one (diffusers' control_guidance_start / _end)
-
-
-# Named settings, as a whole: "authors" is the authors' notebook (UniPC, 20 steps, guidance 7.5, the
-# ControlNet at full scale; their pipeline's own default scale is 0.5), for one-to-one comparisons.
-SAMPLING_PRESETS = {"authors": SamplingOptions(sampler="unipc", steps=20, guidance=7.5, control_scale=1.0)}
-
-
-def check_options(options: SamplingOptions) -> None:
-    if options.sampler not in SAMPLERS:
-        raise InputError(f"unknown sampler {options.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if not 0.0 <= options.control_start < options.control_end <= 1.0:
-        raise InputError(f"control start {options.control_start:g} and end {options.control_end:g} must satisfy "
-                         "0 <= start < end <= 1 (fractions of the sampling steps)")
-
-
-def controlnet_steps(steps: int, start: float, end: float) -> list[bool]:
-    """Whether the ControlNet acts at each step: at step i of n unless i / n < start or (i + 1) / n > end,
-    the rule of the authors' (and diffusers') pipeline. E.g. 10 steps, start 0.2, end 0.8: steps 2 to 7."""
+def controlnet_steps(timesteps: list[int], start: float, end: float) -> list[bool]:
+    """Whether the ControlNet acts at each of the run's timesteps: at step i of n unless i / n < start or
+    (i + 1) / n > end, the rule of the authors' (and diffusers') pipeline. E.g. 10 steps, start 0.2,
+    end 0.8: steps 2 to 7."""
+    steps = len(timesteps)
     return [not (index / steps < start or (index + 1) / steps > end) for index in range(steps)]
 
 
@@ -89,17 +63,15 @@ class OutpaintPipeline:
         self.tokenizer = Tokenizer(models.config.text.context_length)
         self.alphas_cumprod = alphas_cumprod(models.config.schedule)
 
-    def denoiser(self, mask_latent, masked_latents, context, control, options: SamplingOptions):
+    def denoiser(self, mask_latent, masked_latents, context, control, options: SamplingOptions,
+                 controlled: set[int]):
         """The model the sampler sees: x_t, t -> guided prediction, U-Net steered by the ControlNet.
 
-        The samplers call it once per step with distinct timesteps, so the steps the ControlNet acts on
-        (control_start / control_end) are known by their timesteps; outside them it is not run at all,
-        which equals running it at scale 0."""
+        The sampler calls it once at each of the run's timesteps, which are distinct, so the steps the
+        ControlNet acts on (control_start / control_end) are known by their timesteps, `controlled`;
+        at the others it is not run at all, which equals running it at scale 0."""
         unet, controlnet = self.models.unet, self.models.controlnet
         guided = options.guidance > 1.0
-        timesteps = TIMESTEPS[options.sampler](options.steps, len(self.alphas_cumprod))
-        controlled = {t for t, active in zip(timesteps, controlnet_steps(options.steps, options.control_start,
-                                                                         options.control_end)) if active}
 
         def denoise(latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
             doubled = torch.cat([latents] * 2) if guided else latents
@@ -129,7 +101,6 @@ class OutpaintPipeline:
 
         Random draws, in order: the initial noise (unless `latents` is given), then the sample of the
         masked image's latent posterior; the same order as the reference pipelines."""
-        check_options(options)
         config, vae = self.models.config, self.models.vae
         object_mask = check_object_mask(object_mask, image)
         height, width = image.shape[-2:]
@@ -155,10 +126,13 @@ class OutpaintPipeline:
         control = conditioning.control_image(paint_mask, padded_image, config.controlnet.control_image).expand(
             copies, -1, -1, -1)
 
-        denoise = self.denoiser(mask_latent, masked_latents, context, control, options)
-        sample = SAMPLERS[options.sampler]
-        latents = sample(denoise, latents, options.steps, self.alphas_cumprod, config.schedule.prediction_type,
-                         eta=options.eta, generator=generator, progress=progress)
+        sampler = SAMPLERS[options.sampler]
+        timesteps = sampler.timesteps(options.steps, len(self.alphas_cumprod))  # the one list the run uses
+        window = controlnet_steps(timesteps, options.control_start, options.control_end)
+        controlled = {t for t, active in zip(timesteps, window) if active}
+        denoise = self.denoiser(mask_latent, masked_latents, context, control, options, controlled)
+        latents = sampler.sample(denoise, latents, timesteps, self.alphas_cumprod, config.schedule.prediction_type,
+                                 eta=options.eta, generator=generator, progress=progress)
         images = vae.decode((latents / scale).to(dtype_of(vae))).float().clamp(-1.0, 1.0)[..., :height, :width].cpu()
         # A text-to-image U-Net has no input through which the object's pixels reach it: it draws the
         # object anew (guided by a ControlNet that sees it), so the original is always pasted back.

@@ -22,8 +22,9 @@ from salient_outpaint.app.mask_editing import OVERLAY_RGBA, clicker_view, edited
 from salient_outpaint.app.service import OutpaintService
 from salient_outpaint.app.uploads import check_upload, read_mask, read_photo
 from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, load_models
+from salient_outpaint.inputs import InputError
+from salient_outpaint.options import SamplingOptions
 from salient_outpaint.photo import outpaint_photo
-from salient_outpaint.pipeline import InputError, SamplingOptions
 
 gradio_client = pytest.importorskip("gradio_client", reason="the app's tests need the [app] extra (gradio)")
 
@@ -144,7 +145,7 @@ def test_empty_and_full_masks_are_refused(service, mask_value, message):
 
 @pytest.mark.parametrize("field, value, message", [("num_images", 9, "number of images must be between 1 and 8"),
                                                    ("seed", -1, "the seed must be between"),
-                                                   ("steps", 0, "steps must be between")])
+                                                   ("steps", 151, "steps must be between 1 and 150, not 151")])
 def test_requests_out_of_range_are_refused(service, field, value, message):
     image, mask = example_inputs()
     request = {"options": FAST, "seed": 0, "num_images": 1}
@@ -156,14 +157,69 @@ def test_requests_out_of_range_are_refused(service, field, value, message):
         service.generate(image, mask, "a wall", "", compare=False, **request)
 
 
+def test_an_option_out_of_range_is_one_line_in_the_page():
+    """The page builds its SamplingOptions inside shown_in_page: a refusal is a gr.Error, not a stack trace."""
+    import gradio as gr
+
+    from salient_outpaint.app.ui import shown_in_page
+
+    with pytest.raises(gr.Error, match="guidance must be a finite number >= 0, got nan"):
+        with shown_in_page():
+            SamplingOptions(guidance=float("nan"))
+
+
+class OneAtATimeRecorder:
+    """Stands in for the service in the page: each call holds the "device" a while and records how many
+    calls hold it at once."""
+    takes_points, segmenter_name, max_pixels = False, None, SERVER_MAX_PIXELS
+
+    def __init__(self, service):
+        self.service, self.lock, self.busy, self.most, self.calls = service, threading.Lock(), 0, 0, 0
+
+    def hold_the_device(self):
+        with self.lock:
+            self.busy, self.calls = self.busy + 1, self.calls + 1
+            self.most = max(self.most, self.busy)
+        time.sleep(0.3)
+        with self.lock:
+            self.busy -= 1
+
+    def read(self, *args):
+        self.hold_the_device()
+        return self.service.read(*args)
+
+    def generate(self, image, *args):
+        self.hold_the_device()
+        return image[None], None
+
+
 def test_the_device_serves_one_request_at_a_time(service):
+    """Two clients each ask for a mask and for images at once: the page's two endpoints never overlap."""
     from salient_outpaint.app.ui import build_app
 
-    app = build_app(service)
-    endpoints = [fn for fn in app.fns.values() if fn.api_name in ("mask", "generate")]
-    assert len(endpoints) == 2, "both named endpoints exist"
-    assert {fn.concurrency_id for fn in endpoints} == {"device"}, "one concurrency group shares the device"
-    assert {fn.concurrency_limit for fn in endpoints} == {"default"} and app._queue.default_concurrency_limit == 1
+    recorder = OneAtATimeRecorder(service)
+    app = build_app(recorder)
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        def one_client():
+            api = client(f"http://127.0.0.1:{port}/")
+            handle = gradio_client.handle_file
+            jobs = [api.submit(photo=handle(str(TOY_EXAMPLE / "object.png")), mask=None, points="",
+                               api_name="/mask"),
+                    api.submit(photo=handle(str(TOY_EXAMPLE / "object.png")), prompt="a wall", steps=2,
+                               api_name="/generate")]
+            for job in jobs:
+                job.result()
+
+        threads = [threading.Thread(target=one_client) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        app.close()
+    assert recorder.calls >= 4 and recorder.most == 1
 
 
 # ---------------------------------------------------------------- a real server on 127.0.0.1

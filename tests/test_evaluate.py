@@ -15,7 +15,7 @@ from salient_outpaint.data.manifest import read_manifest
 from salient_outpaint.data.masks import dilate
 from salient_outpaint.evaluation import clip_score, fid_inception, lpips, run
 from salient_outpaint.modules import build_models
-from salient_outpaint.pipeline import SamplingOptions
+from salient_outpaint.options import SamplingOptions
 from tests.fixtures.planted import PlantedCode
 
 SIZE = 32
@@ -106,7 +106,11 @@ def test_fid_lpips_and_clip_metrics_are_computed_when_their_weights_are_given(tm
                               "--clip-checkpoint", str(tmp_path / "clip.bin"))
     for method in ("kept", "grown"):
         summary = report["summary"]["methods"][method]
-        assert summary["set_metrics"]["fid"] >= 0
+        # Every image of a set has the same mean colour (the squares only move), so the covariances are 0
+        # and FID is the squared distance between the mean colours of the inputs and of the method's images.
+        real, generated = load_image_file(tmp_path / "0.png"), load_image_file(tmp_path / method / "0_0.png")
+        distance = float(((real.mean(dim=(1, 2)) - generated.mean(dim=(1, 2))) ** 2).sum())
+        assert summary["set_metrics"]["fid"] == pytest.approx(distance, rel=1e-4, abs=1e-6)
         # both samples of an input are equal
         assert summary["metrics"]["lpips_diversity"]["mean"] == pytest.approx(0, abs=1e-6)
         assert summary["metrics"]["background_diversity"]["mean"] == pytest.approx(0, abs=1e-6)
@@ -261,3 +265,10 @@ def test_control_scale_zero_reproduces_the_unet_alone_on_the_same_noise(tmp_path
 def test_a_controlnet_window_that_ends_before_it_starts_is_a_flag_error(tmp_path, capsys):
     assert "--control-start 0.6 and --control-end 0.4" in error_of(capsys, [
         "--generate", "--toy", "1", "--control-start", "0.6", "--control-end", "0.4", "--out", str(tmp_path)])
+
+
+def test_a_sampling_flag_out_of_range_is_one_line_naming_the_flag_before_any_work(tmp_path, capsys):
+    assert evaluate_cli.main(["--generate", "--toy", "1", "--guidance", "nan", "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --guidance must be a finite number >= 0, got nan"]
+    assert not (tmp_path / "eval").exists()  # not even the toy inputs were written

@@ -7,7 +7,9 @@ import torch
 from salient_outpaint.data.masks import erode
 from salient_outpaint.loading import load_models
 from salient_outpaint.photo import outpaint_photo, working_size
-from salient_outpaint.pipeline import InputError, OutpaintPipeline, SamplingOptions
+from salient_outpaint.inputs import InputError
+from salient_outpaint.options import SamplingOptions
+from salient_outpaint.pipeline import OutpaintPipeline
 
 FAST = SamplingOptions(steps=2, guidance=3.0)
 

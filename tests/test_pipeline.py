@@ -12,7 +12,9 @@ from salient_outpaint.conditioning import binary_paint_mask, paint_mask_from_obj
 from salient_outpaint.config import TOY
 from salient_outpaint.data.masks import binarize
 from salient_outpaint.modules import build_models
-from salient_outpaint.pipeline import InputError, OutpaintPipeline, SamplingOptions, controlnet_steps
+from salient_outpaint.inputs import InputError
+from salient_outpaint.options import OptionError, SamplingOptions
+from salient_outpaint.pipeline import OutpaintPipeline, controlnet_steps
 
 FAST = SamplingOptions(steps=3, guidance=3.0)
 
@@ -139,10 +141,14 @@ def test_a_resize_overshoot_of_the_mask_range_is_clamped(pipeline):
 
 
 def test_controlnet_steps_follow_the_authors_rule():
-    assert controlnet_steps(10, 0.2, 0.8) == [False] * 2 + [True] * 6 + [False] * 2
-    assert controlnet_steps(8, 0.2, 0.8) == [False] * 2 + [True] * 4 + [False] * 2  # 2/8 < 0.2 is false; 7/8 > 0.8
-    assert controlnet_steps(3, 0.0, 1.0) == [True] * 3
-    assert controlnet_steps(3, 0.5, 0.6) == [False] * 3  # a window narrower than a step holds none
+    """By the position of each timestep in the run, whatever the timesteps are."""
+    def run_of(steps):
+        return list(range(999, 0, -(999 // steps)))[:steps]
+
+    assert controlnet_steps(run_of(10), 0.2, 0.8) == [False] * 2 + [True] * 6 + [False] * 2
+    assert controlnet_steps(run_of(8), 0.2, 0.8) == [False] * 2 + [True] * 4 + [False] * 2  # 2/8 < 0.2 is false; 7/8 > 0.8
+    assert controlnet_steps(run_of(3), 0.0, 1.0) == [True] * 3
+    assert controlnet_steps(run_of(3), 0.5, 0.6) == [False] * 3  # a window narrower than a step holds none
 
 
 def test_controlnet_window_of_no_step_is_the_si2_baseline_and_a_full_window_the_default(pipeline):
@@ -155,10 +161,29 @@ def test_controlnet_window_of_no_step_is_the_si2_baseline_and_a_full_window_the_
 
 
 @pytest.mark.parametrize("start, end", [(0.5, 0.5), (0.8, 0.2), (-0.1, 1.0), (0.0, 1.5)])
-def test_impossible_controlnet_windows_are_refused(pipeline, start, end):
-    image, mask = scene()
+def test_impossible_controlnet_windows_are_refused(start, end):
     with pytest.raises(InputError, match="0 <= start < end <= 1"):
-        pipeline(image, mask, "a prompt", options=SamplingOptions(steps=3, control_start=start, control_end=end))
+        SamplingOptions(steps=3, control_start=start, control_end=end)
+
+
+@pytest.mark.parametrize("options, message, flagged", [
+    (dict(steps=0), "steps must be at least 1, got 0 (1 to 999)", "--steps must be at least 1, got 0"),
+    (dict(sampler="x"), "unknown sampler 'x'; choose one of ddim, dpm++2m, unipc", "unknown --sampler 'x'"),
+    (dict(control_start=0.9, control_end=0.1), "control_start 0.9 and control_end 0.1 must satisfy 0 <= start < end",
+     "--control-start 0.9 and --control-end 0.1 must satisfy"),
+    (dict(guidance=float("nan")), "guidance must be a finite number >= 0, got nan",
+     "--guidance must be a finite number >= 0, got nan"),
+    (dict(control_scale=float("inf")), "control_scale must be a finite number >= 0, got inf",
+     "--control-scale must be a finite number"),
+    (dict(eta=-0.5), "eta must not be negative, got -0.5", "--eta must not be negative"),
+])
+def test_options_out_of_range_are_one_sentence_naming_the_field_value_and_range(options, message, flagged):
+    """Said with the field's name; a command line says it with its flag's."""
+    with pytest.raises(OptionError) as refused:
+        SamplingOptions(**options)
+    assert isinstance(refused.value, InputError)
+    assert str(refused.value).startswith(message) and "\n" not in str(refused.value) and ". " not in str(refused.value)
+    assert refused.value.with_flags().startswith(flagged)
 
 
 def test_too_long_prompt_is_truncated_with_a_warning(pipeline):
@@ -194,15 +219,6 @@ def cli(folder, toy_folder, *extra):
 def test_sample_cli_writes_images_and_a_grid(tmp_path, toy_folder):
     assert cli(tmp_path, toy_folder) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["object_0.png", "object_1.png", "object_grid.png"]
-
-
-def test_sample_cli_control_scale_zero_equals_no_controlnet(tmp_path, toy_folder):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    assert cli(tmp_path / "a", toy_folder, "--control-scale", "0") == 0
-    assert cli(tmp_path / "b", toy_folder, "--no-controlnet") == 0
-    first = Image.open(tmp_path / "a" / "out" / "object_0.png").tobytes()
-    assert first == Image.open(tmp_path / "b" / "out" / "object_0.png").tobytes()
 
 
 def error_line(capsys) -> str:

@@ -25,7 +25,8 @@ from safetensors.torch import load_file
 
 from salient_outpaint.checkpoints import load_checkpoint
 from salient_outpaint.modules import build_models
-from salient_outpaint.pipeline import OutpaintPipeline, SamplingOptions
+from salient_outpaint.options import SamplingOptions
+from salient_outpaint.pipeline import OutpaintPipeline
 from tests.fixtures.tiny_config import TINY
 
 FIXTURES = Path(__file__).parent / "fixtures"

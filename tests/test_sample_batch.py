@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 import sample as sample_cli
-from salient_outpaint import batch, loading
+from salient_outpaint import batch
 from tests.conftest import save_as_stored, scene
 
 FAST = ["--steps", "1", "--num-images", "1", "--guidance", "3"]  # the shipped toy model, one step
@@ -138,7 +138,7 @@ def models_must_not_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("models were loaded although the command was bound to fail")
 
-    monkeypatch.setattr(loading, "load_models", refuse)
+    monkeypatch.setattr(sample_cli, "load_models", refuse)
 
 
 def one_error_line(capsys) -> str:
@@ -165,6 +165,9 @@ def test_out_on_a_file_fails_before_any_model_loads(tmp_path, capsys, models_mus
     (["--seed", str(2**63)], f"--seed must be in [0, 2**63 - 1], got {2**63}"),
     (["--guidance", "-1"], "--guidance must not be negative, got -1.0"),
     (["--control-scale", "-0.5"], "--control-scale must not be negative, got -0.5"),
+    (["--guidance", "nan"], "--guidance must be a finite number >= 0, got nan"),
+    (["--eta", "-1"], "--eta must not be negative, got -1.0"),
+    (["--control-start", "0.9", "--control-end", "0.1"], "--control-start 0.9 and --control-end 0.1 must satisfy"),
     (["--resolution", "100"], "--resolution must be a positive multiple of 8, got 100"),
     (["--resolution", "0"], "--resolution must be a positive multiple of 8, got 0"),
     (["--device", "banana"], "--device banana is not a device"),

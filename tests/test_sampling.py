@@ -20,13 +20,14 @@ import torch
 from safetensors.torch import load_file
 
 from salient_outpaint.config import ScheduleConfig
-from salient_outpaint.sampling import SAMPLERS, TIMESTEPS, ddim_sample, dpm_solver_sample, unipc_sample
+from salient_outpaint.options import OptionError, SamplingOptions
+from salient_outpaint.sampling import SAMPLERS
 from salient_outpaint.sampling.schedule import (add_noise, alphas_cumprod, leading_timesteps, linspace_timesteps,
                                                 predicted_clean_and_noise, velocity)
 
 FIXTURE = load_file(Path(__file__).parent / "fixtures" / "sampling.safetensors")
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
-SAMPLER_OF = {"ddim": ddim_sample, "dpm": dpm_solver_sample, "unipc": unipc_sample}
+SAMPLER_OF = {"ddim": "ddim", "dpm": "dpm++2m", "unipc": "unipc"}  # the fixture's names -> ours
 CASES = {  # the fixture's cases: name -> (sampler, steps, prediction type, eta)
     "ddim_10_epsilon": ("ddim", 10, "epsilon", 0.0),
     "ddim_20_v": ("ddim", 20, "v_prediction", 0.0),
@@ -50,8 +51,11 @@ CASES = {  # the fixture's cases: name -> (sampler, steps, prediction type, eta)
 NOISE_SEED = 1  # the generator the fixture's eta = 1 cases drew from
 
 
-def run_recording(sampler, steps, prediction_type, eta=0.0, seed=NOISE_SEED):
-    """Run `sampler` on the stand-in model -> (timesteps seen, latents after each step)."""
+def run_recording(name, steps, prediction_type, eta=0.0, seed=NOISE_SEED, timesteps=None):
+    """Run sampler `name` on the stand-in model at `timesteps` (default: its spacing for `steps`)
+    -> (timesteps seen, latents after each step)."""
+    sampler = SAMPLERS[name]
+    timesteps = timesteps or sampler.timesteps(steps, 1000)
     pattern = FIXTURE["pattern"]
     seen_timesteps, inputs = [], []
 
@@ -60,8 +64,8 @@ def run_recording(sampler, steps, prediction_type, eta=0.0, seed=NOISE_SEED):
         inputs.append(latents.clone())
         return 0.3 * latents + torch.sin(timestep.float() / 100) * pattern
 
-    final = sampler(stand_in_model, FIXTURE["start"].clone(), steps, alphas_cumprod(ScheduleConfig()),
-                    prediction_type, eta=eta, generator=torch.Generator().manual_seed(seed))
+    final = sampler.sample(stand_in_model, FIXTURE["start"].clone(), timesteps, alphas_cumprod(ScheduleConfig()),
+                           prediction_type, eta=eta, generator=torch.Generator().manual_seed(seed))
     return seen_timesteps, torch.stack(inputs[1:] + [final])
 
 
@@ -85,21 +89,23 @@ def test_sampler_follows_the_reference_step_by_step(name):
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
-def test_timesteps_table_says_where_each_sampler_calls_the_model(sampler):
-    """The pipeline times the ControlNet (control_start / control_end) by these timesteps."""
-    seen_timesteps, _ = run_recording(SAMPLERS[sampler], 7, "epsilon")
-    assert seen_timesteps == TIMESTEPS[sampler](7, 1000)
+def test_samplers_call_the_model_at_the_timesteps_given_and_nowhere_else(sampler):
+    """The pipeline times the ControlNet (control_start / control_end) by the list it gives the sampler;
+    a list no spacing makes shows that the sampler does not compute its own."""
+    given = [990, 700, 321, 120, 7]
+    seen_timesteps, _ = run_recording(sampler, len(given), "epsilon", timesteps=given)
+    assert seen_timesteps == given
 
 
 def test_ancestral_ddim_depends_on_the_generator():
     """eta = 1 draws fresh noise each step; with another seed the path must differ (else the eta = 1
     cases would not test the noise at all)."""
-    _, with_seed = run_recording(ddim_sample, 10, "epsilon", eta=1.0)
-    _, other_seed = run_recording(ddim_sample, 10, "epsilon", eta=1.0, seed=NOISE_SEED + 1)
+    _, with_seed = run_recording("ddim", 10, "epsilon", eta=1.0)
+    _, other_seed = run_recording("ddim", 10, "epsilon", eta=1.0, seed=NOISE_SEED + 1)
     assert (with_seed[-1] - other_seed[-1]).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("sampler", [dpm_solver_sample, unipc_sample])
+@pytest.mark.parametrize("sampler", ["dpm++2m", "unipc"])
 def test_multistep_solvers_ignore_eta_and_generator(sampler):
     _, deterministic = run_recording(sampler, 10, "epsilon", eta=0.0)
     _, with_eta = run_recording(sampler, 10, "epsilon", eta=1.0, seed=NOISE_SEED + 1)
@@ -109,8 +115,8 @@ def test_multistep_solvers_ignore_eta_and_generator(sampler):
 def test_unipc_corrector_is_what_sets_it_apart_from_dpm_solver():
     """UniP-2 with bh2 is DPM-Solver++(2M)'s update; the corrector makes the difference. Without it the two
     would agree, and the UniPC cases would pass by testing DPM-Solver++ again."""
-    _, unipc = run_recording(unipc_sample, 20, "epsilon")
-    _, dpm = run_recording(dpm_solver_sample, 20, "epsilon")
+    _, unipc = run_recording("unipc", 20, "epsilon")
+    _, dpm = run_recording("dpm++2m", 20, "epsilon")
     torch.testing.assert_close(unipc[0], dpm[0], rtol=1e-6, atol=1e-6)  # the first step: nothing to correct yet
     assert (unipc[1] - dpm[1]).abs().max() > 1e-3
 
@@ -127,14 +133,16 @@ def test_timestep_spacings_by_hand():
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
-@pytest.mark.parametrize("steps", [0, -1, 1000, 1001])
-def test_samplers_refuse_impossible_step_counts(sampler, steps):
+@pytest.mark.parametrize("steps, message", [(0, "steps must be at least 1, got 0"),
+                                            (-1, "steps must be at least 1, got -1"),
+                                            (1000, "steps must be at most 999, got 1000"),
+                                            (1001, "steps must be at most 999, got 1001")])
+def test_impossible_step_counts_are_refused_before_any_sampler_runs(sampler, steps, message):
     """1000 steps of 1000 is refused too: DDIM's "leading" spacing would start at t = 1000, past the
     schedule (diffusers raises IndexError), and DPM-Solver's "linspace" would repeat t = 500, a zero
     step (diffusers returns NaN)."""
-    never_called = lambda latents, timestep: pytest.fail("the model must not run")
-    with pytest.raises(ValueError, match="steps must be between 1 and 999"):
-        SAMPLERS[sampler](never_called, torch.zeros(1, 4, 2, 2), steps, alphas_cumprod(ScheduleConfig()))
+    with pytest.raises(OptionError, match=message):
+        SamplingOptions(steps=steps, sampler=sampler)
 
 
 def test_add_noise_and_velocity_match_the_reference():

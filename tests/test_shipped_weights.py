@@ -39,7 +39,8 @@ def test_shipped_controlnet_keeps_the_example_object_from_growing(tmp_path):
     from salient_outpaint.data.images import load_image, load_mask
     from salient_outpaint.evaluation.expansion import object_expansion
     from salient_outpaint.segmentation import SegmentPrompt, make_segmenter
-    from salient_outpaint.pipeline import OutpaintPipeline, SamplingOptions
+    from salient_outpaint.options import SamplingOptions
+    from salient_outpaint.pipeline import OutpaintPipeline
 
     image, mask = load_image(TOY_WEIGHTS / "example" / "object.png"), load_mask(TOY_WEIGHTS / "example" / "mask.png")
     prompt = (TOY_WEIGHTS / "example" / "prompt.txt").read_text().strip()

@@ -10,9 +10,11 @@ from pathlib import Path
 import torch
 
 from ..data.masks import binarize
+from ..inputs import InputError
 from ..modules.models import Models
+from ..options import SamplingOptions
 from ..photo import outpaint_photo
-from ..pipeline import InputError, OutpaintPipeline, SamplingOptions, check_object_mask
+from ..pipeline import OutpaintPipeline, check_object_mask
 from ..segmentation import SegmentPrompt, SegmenterError, make_segmenter
 from .uploads import DEFAULT_MAX_PIXELS, read_mask, read_photo
 
@@ -86,11 +88,10 @@ class OutpaintService:
 
 
 def check_request(options: SamplingOptions, seed: int, num_images: int) -> None:
+    """What this server serves, beyond what SamplingOptions allows: few images and steps per request."""
     if not 1 <= num_images <= MAX_IMAGES:
         raise InputError(f"number of images must be between 1 and {MAX_IMAGES}, not {num_images}")
-    if not 1 <= options.steps <= MAX_STEPS:
+    if options.steps > MAX_STEPS:  # SamplingOptions refused fewer than 1
         raise InputError(f"steps must be between 1 and {MAX_STEPS}, not {options.steps}")
     if not 0 <= seed < 2 ** 63:
         raise InputError(f"the seed must be between 0 and 2^63 - 1, not {seed}")
-    if options.guidance < 0 or options.control_scale < 0:
-        raise InputError("guidance and ControlNet scale must not be negative")

@@ -17,7 +17,8 @@ import torch
 
 from ..data.images import to_uint8
 from ..data.masks import binarize
-from ..pipeline import InputError, SamplingOptions
+from ..inputs import InputError
+from ..options import SamplingOptions
 from ..sampling import SAMPLERS
 from .mask_editing import clicker_view, edited_mask, editor_value, photo_point
 from .service import MAX_IMAGES, MAX_STEPS, OutpaintService

@@ -8,4 +8,6 @@ with salient_outpaint.segmentation).
   diversity.py      the toy world's stand-in for LPIPS diversity: per-pixel distance in the background
   clip_score.py     CLIP score of image vs prompt, CLIP similarity of the object before vs after
   report.py         per-image records -> JSON summary and Markdown tables
+  run.py            the steps as functions: toy inputs, generate, measure each image, FID per method
+  procedure.py      evaluate.py's procedure over them, in order: (generate,) segment, measure, report
 """

@@ -20,6 +20,7 @@ from ..data.images import IMAGE_SUFFIXES, images_in, load_image, load_mask, mask
 from ..data.manifest import ManifestInput
 from ..data.masks import binarize
 from ..data.synthetic import ToyWorldDataset, background_signatures, classify_background
+from ..inputs import InputError
 from ..segmentation import SegmentPrompt, Segmenter, refine_mask
 from .diversity import background_pixel_diversity
 from .expansion import object_expansion
@@ -84,8 +85,6 @@ def generate(pipeline, inputs: Sequence[ManifestInput], folder: Path, num_images
     they are not measured with the new ones. The images are the pipeline's raw output at the input's
     size, as the paper measured them: not photo.outpaint_photo's, whose pasted-back object would hide
     what the model did to it."""
-    from ..pipeline import InputError
-
     folder.mkdir(parents=True, exist_ok=True)
     for index, item in enumerate(tqdm(inputs, desc=f"generate {folder.name}")):
         try:

@@ -5,9 +5,14 @@
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from ..config import ScheduleConfig
+
+# What every sampler calls: (x_t (B, C, h, w), t scalar) -> the network's output at t, (B, C, h, w).
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def alphas_cumprod(config: ScheduleConfig) -> torch.Tensor:
@@ -52,22 +57,20 @@ def predicted_clean_and_noise(model_output: torch.Tensor, sample: torch.Tensor, 
     raise ValueError(f"unknown prediction type {prediction_type!r}; expected epsilon or v_prediction")
 
 
-def check_steps(steps: int, num_train_timesteps: int) -> None:
-    """At most T - 1 steps: with T, "leading" would start at t = T (past the schedule's end) and
-    "linspace" would repeat a timestep (a zero step that DPM-Solver divides by)."""
-    if not 1 <= steps < num_train_timesteps:
-        raise ValueError(f"steps must be between 1 and {num_train_timesteps - 1}, not {steps}")
+def most_steps(num_train_timesteps: int) -> int:
+    """The most sampling steps a schedule of T timesteps allows, T - 1: with T, "leading" would start at
+    t = T (past the schedule's end) and "linspace" would repeat a timestep (a zero step that DPM-Solver
+    divides by). SamplingOptions refuses more (options.py); the spacings below assume it."""
+    return num_train_timesteps - 1
 
 
 def leading_timesteps(steps: int, num_train_timesteps: int, offset: int = 1) -> list[int]:
     """DDIM's spacing for SD ("leading", steps_offset 1): 981, 961, ..., 1 for 50 of 1000."""
-    check_steps(steps, num_train_timesteps)
     stride = num_train_timesteps // steps
     return [step * stride + offset for step in reversed(range(steps))]
 
 
 def linspace_timesteps(steps: int, num_train_timesteps: int) -> list[int]:
     """DPM-Solver's spacing: evenly from T-1 down, rounded (999, 949, ..., 50 for 20 of 1000)."""
-    check_steps(steps, num_train_timesteps)
     points = torch.linspace(0, num_train_timesteps - 1, steps + 1, dtype=torch.float64).round()
     return [int(t) for t in points.flip(0)[:-1]]

@@ -5,7 +5,7 @@ on the clean-latent predictions m = x_0 ("predict_x0"). Every update from time s
     h = lambda_t - lambda_s,   x_t = (sigma_t / sigma_s) x_s - alpha_t (exp(-h) - 1) D
 and the methods differ only in the direction D, built from m_s and its neighbours:
   predictor UniP-2  D = m_s + (m_s - m_r) / (2 r),  r = (lambda_s - lambda_r) / h,  m_r the step before
-                    (with the "bh2" B(h) = exp(-h) - 1 this is exactly DPM-Solver++(2M))
+                    (with the "bh2" B(h) = exp(-h) - 1 this is exactly DPM-Solver++(2M): dpm_solver_step)
   corrector UniC    once the model has been called at x_t, the step s -> t is redone with m_t as well:
                     order 1  D = m_s + (m_t - m_s) / 2
                     order 2  D = m_s + rho_r (m_r - m_s) / r_c + rho_t (m_t - m_s),  r_c = (lambda_r - lambda_s) / h,
@@ -13,7 +13,7 @@ and the methods differ only in the direction D, built from m_s and its neighbour
 The model is called on the predictor's x_t; the corrected x_t is where the next predictor step starts.
 So UniPC costs one model call per step, like DPM-Solver++. The defaults of diffusers' UniPCMultistepScheduler,
 as the authors' notebook uses it: order 2 (order 1 on the first step), "bh2", the last step first order
-("lower_order_final") landing on sigma = 0, i.e. returning x_0, linspace timesteps.
+("lower_order_final") landing on sigma = 0, i.e. returning x_0, at linspace timesteps (given by the caller).
 """
 from __future__ import annotations
 
@@ -22,20 +22,20 @@ import math
 import torch
 from tqdm import tqdm
 
-from .ddim import Denoiser
-from .schedule import linspace_timesteps, predicted_clean_and_noise
+from .dpm_solver import dpm_solver_step, exponential_update, half_log_snr
+from .schedule import Denoiser, predicted_clean_and_noise
 
 ORDER = 2
 
 
-def unipc_sample(denoise: Denoiser, latents: torch.Tensor, steps: int, alphas_cumprod: torch.Tensor,
+def unipc_sample(denoise: Denoiser, latents: torch.Tensor, timesteps: list[int], alphas_cumprod: torch.Tensor,
                  prediction_type: str = "epsilon", eta: float = 0.0, generator: torch.Generator | None = None,
                  progress: bool = False) -> torch.Tensor:
-    """latents: (B, C, h, w) pure noise -> clean latents. Deterministic: eta and generator are unused,
-    accepted so that every sampler has the same signature."""
-    timesteps = linspace_timesteps(steps, len(alphas_cumprod))
+    """latents: (B, C, h, w) pure noise -> clean latents, calling the model at `timesteps` (descending).
+    Deterministic: eta and generator are unused, accepted so that every sampler has the same signature."""
+    steps = len(timesteps)
     alphas = [float(alphas_cumprod[t]) for t in timesteps]
-    lambdas = [0.5 * math.log(alpha / (1 - alpha)) for alpha in alphas]
+    lambdas = [half_log_snr(alpha) for alpha in alphas]
     cleans: list[torch.Tensor] = []  # m_0, m_1, ...: the x_0 prediction at each timestep so far
     step_start, previous_order = latents, 0  # where the last predictor step began, and its order
     for index, t in enumerate(tqdm(timesteps, desc="UniPC", disable=not progress)):
@@ -45,23 +45,14 @@ def unipc_sample(denoise: Denoiser, latents: torch.Tensor, steps: int, alphas_cu
             return clean  # the last step is first order to sigma = 0: its result is x_0 itself
         if index > 0:  # UniC: redo the step that led here, now that the model has seen where it landed
             direction = corrector_direction(cleans, clean, lambdas[:index + 1], previous_order)
-            latents = update(step_start, alphas[index - 1], alphas[index], lambdas[index] - lambdas[index - 1],
-                             direction)
+            latents = exponential_update(step_start, alphas[index - 1], alphas[index],
+                                         lambdas[index] - lambdas[index - 1], direction)
         cleans.append(clean)
         order = min(ORDER, index + 1, steps - index)  # first step: no history; last step: lower order
-        direction = clean
-        if order == 2:  # UniP-2
-            r = (lambdas[index] - lambdas[index - 1]) / (lambdas[index + 1] - lambdas[index])
-            direction = clean + (clean - cleans[-2]) / (2 * r)
         step_start, previous_order = latents, order
-        latents = update(latents, alphas[index], alphas[index + 1], lambdas[index + 1] - lambdas[index], direction)
+        # UniP: UniP-2 with bh2 is DPM-Solver++(2M)'s step, UniP-1 its first-order step
+        latents = dpm_solver_step(latents, clean, cleans[-2] if order == 2 else None, alphas, lambdas, index)
     return latents
-
-
-def update(latents: torch.Tensor, alpha_from: float, alpha_to: float, h: float, direction: torch.Tensor):
-    """x_t = (sigma_t / sigma_s) x_s - alpha_t (exp(-h) - 1) D: the exact solution for a constant x_0 = D."""
-    sigma_ratio = ((1 - alpha_to) / (1 - alpha_from)) ** 0.5
-    return sigma_ratio * latents - alpha_to ** 0.5 * math.expm1(-h) * direction
 
 
 def corrector_direction(cleans: list[torch.Tensor], clean_now: torch.Tensor, lambdas: list[float],

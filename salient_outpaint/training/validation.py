@@ -15,7 +15,8 @@ import torch
 from ..data.images import load_image, load_mask, make_grid, mask_as_image, resize_shorter_side, save_image
 from ..data.masks import binarize
 from ..modules.models import Models
-from ..pipeline import OutpaintPipeline, SamplingOptions
+from ..options import SamplingOptions
+from ..pipeline import OutpaintPipeline
 
 VALIDATION_ITEMS = 4
 

@@ -1,0 +1,79 @@
+"""How to sample: one frozen dataclass, every field checked where it is made, so that a command line
+learns of a bad flag before it loads a model (sample.py, evaluate.py) and the app says it in the page.
+
+Each refusal is an OptionError: one sentence naming the option, its value and the range. It names
+the option by its field (control_scale); a command line says it as its flag (--control-scale).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from .config import PRESETS
+from .inputs import InputError
+from .sampling import SAMPLERS
+from .sampling.schedule import most_steps
+
+MAX_STEPS = min(most_steps(config.schedule.num_train_timesteps) for config in PRESETS.values())  # 999
+
+
+def as_flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+class OptionError(InputError):
+    """`sentence(name)` says what is wrong, naming each option as name(field)."""
+
+    def __init__(self, sentence: Callable[[Callable[[str], str]], str]):
+        super().__init__(sentence(str))
+        self.sentence = sentence
+
+    def with_flags(self) -> str:
+        """The message as a command line says it: control_scale -> --control-scale."""
+        return self.sentence(as_flag)
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    steps: int = 20
+    guidance: float = 7.5  # classifier-free guidance scale; <= 1 turns guidance off
+    control_scale: float = 1.0  # 0 reproduces plain SI2
+    sampler: str = "dpm++2m"
+    eta: float = 0.0  # DDIM only
+    paste_back: bool = False  # put the original object pixels back (the VAE round trip is lossy); always
+    # done with a text-to-image U-Net
+    feather: int = 2  # pixels of soft edge for the paste-back
+    control_start: float = 0.0  # the ControlNet acts from this fraction of the steps ...
+    control_end: float = 1.0  # ... to this one (diffusers' control_guidance_start / _end)
+
+    def __post_init__(self):
+        steps = self.steps
+        if steps < 1:
+            raise OptionError(lambda name: f"{name('steps')} must be at least 1, got {steps} (1 to {MAX_STEPS})")
+        if steps > MAX_STEPS:
+            raise OptionError(lambda name: f"{name('steps')} must be at most {MAX_STEPS}, got {steps} (1 to "
+                                           f"{MAX_STEPS}: the schedule has {MAX_STEPS + 1} timesteps)")
+        for field in ("guidance", "control_scale", "eta"):
+            check_scale(field, getattr(self, field))
+        if self.sampler not in SAMPLERS:
+            sampler = self.sampler
+            raise OptionError(lambda name: f"unknown {name('sampler')} {sampler!r}; choose one of "
+                                           f"{', '.join(SAMPLERS)}")
+        start, end = self.control_start, self.control_end
+        if not 0.0 <= start < end <= 1.0:  # also false for NaN
+            raise OptionError(lambda name: f"{name('control_start')} {start:g} and {name('control_end')} {end:g} "
+                                           "must satisfy 0 <= start < end <= 1 (fractions of the sampling steps)")
+
+
+def check_scale(field: str, value: float) -> None:
+    """A weight or noise level: finite and >= 0."""
+    if not math.isfinite(value):
+        raise OptionError(lambda name: f"{name(field)} must be a finite number >= 0, got {value}")
+    if value < 0:
+        raise OptionError(lambda name: f"{name(field)} must not be negative, got {value}")
+
+
+# Named settings, as a whole: "authors" is the authors' notebook (UniPC, 20 steps, guidance 7.5, the
+# ControlNet at full scale; their pipeline's own default scale is 0.5), for one-to-one comparisons.
+SAMPLING_PRESETS = {"authors": SamplingOptions(sampler="unipc", steps=20, guidance=7.5, control_scale=1.0)}
