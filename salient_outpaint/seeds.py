@@ -8,7 +8,7 @@ distinct for distinct keys while each later key stays below the multiplier it fo
 multipliers are primes far above any epoch, position or index). The streams and their keys:
 
     EPOCH_ORDER      (seed, epoch)                       the order of the items (training/sampler.py) and
-                                                         of the tar shards (data/shards.py) in an epoch
+                                                         of the tar shards (data/shards/) in an epoch
     TRAINING_SAMPLE  (seed + 1, position)                every draw of one training sample: noise, timestep,
                                                          random masks (training/sampler.py)
     AUGMENTATION     (seed, epoch, index)                an item's crop and flip (data/augment.py)

@@ -4,9 +4,9 @@ inside functions too: a cycle hidden in a function-level import is still two roo
 The checker reads the source with `ast` and imports nothing. `import a.b` and `from a import b` name the
 module a.b when a/b.py (or a/b/__init__.py) exists; `from a import name` for any other name names a
 itself (its __init__). Parent packages that an import runs on the way are not counted, so a package's
-__init__ may re-export its own submodules. The body of `if __name__ == "__main__":` is not counted either:
-it runs only in the program `python -m package.module`, module __main__, which nothing imports (this is how
-`python -m salient_outpaint.data.shards pack` reaches the packer in data/pack.py).
+__init__ may re-export its own submodules. Imports under `if __name__ == "__main__":` count like any other
+(`python -m salient_outpaint.data.shards pack` reaches the packer through data/shards/__main__.py, a module
+of its own, not through the reader it runs beside).
 """
 from __future__ import annotations
 
@@ -27,20 +27,9 @@ def module_files(root: Path) -> dict[str, Path]:
     return modules
 
 
-def is_main_guard(node: ast.AST) -> bool:
-    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
-            and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__"
-            and any(isinstance(value, ast.Constant) and value.value == "__main__" for value in node.test.comparators))
-
-
 def import_statements(tree: ast.AST):
-    """Every import statement of a module, at any depth (functions, classes, branches), but not under
-    its `if __name__ == "__main__":`."""
-    for node in ast.iter_child_nodes(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            yield node
-        elif not is_main_guard(node):
-            yield from import_statements(node)
+    """Every import statement of a module, at any depth (functions, classes, branches)."""
+    return (node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)))
 
 
 def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
@@ -162,7 +151,7 @@ def test_the_checker_finds_a_planted_cycle_through_a_function_level_import(tmp_p
     assert graph["planted.data.specs"] == {"planted.data.shards"}  # found inside the function
     assert graph["planted.data.shards"] == {"planted.data.specs", "planted.config"}
     assert graph["planted.data.pack"] == {"planted.data.specs", "planted.data.shards"}  # a module, a name
-    assert graph["planted.data.pack_main"] == set()  # run as a program only: nothing imports it
+    assert graph["planted.data.pack_main"] == {"planted.data.pack"}  # under `if __name__ == "__main__":`
     assert cycles(graph) == [["planted.data.shards", "planted.data.specs", "planted.data.shards"]]
     assert "planted.data.shards -> planted.data.specs -> planted.data.shards" in report(cycles(graph))
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import glob
 import json
-import sys
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,11 +35,11 @@ from typing import Iterator
 import torch
 from PIL import Image
 
-from ..inputs import InputError, check_mask_size
-from ..seeds import EPOCH_ORDER, stream_generator
-from .augment import augment, item_generator
-from .check import DataCheckError
-from .images import mask_of, open_image, rgb_of, upright_size
+from ...inputs import InputError, check_mask_size
+from ...seeds import EPOCH_ORDER, stream_generator
+from ..augment import augment, item_generator
+from ..check import DataCheckError
+from ..images import mask_of, open_image, rgb_of, upright_size
 
 MASK, CAPTIONS = "mask.png", "captions.json"
 THREADS = 8
@@ -205,9 +204,3 @@ def shard_problems(path: Path) -> list[str]:
     except (tarfile.TarError, OSError, EOFError) as error:
         problems.append(f"{path}: not a readable tar file ({type(error).__name__}: {error})")
     return problems
-
-
-if __name__ == "__main__":  # the documented command; packing needs the spec builder, which needs this module
-    from .pack import main
-
-    sys.exit(main())
