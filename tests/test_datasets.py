@@ -14,7 +14,7 @@ from salient_outpaint.data.specs import build_dataset
 from salient_outpaint.training import distributed
 from salient_outpaint.training.config import TrainConfig
 from salient_outpaint.training.loop import Trainer
-from tests.test_training import take_steps
+from tests.conftest import take_steps
 
 
 def write_pair(images, masks, name, size=(48, 40), suffix=".jpg"):

@@ -1,4 +1,4 @@
-"""One run per output folder (training/run_lock.py), and the data errors a run gives before step 0."""
+"""One run per output folder (training/run_folder.py), and the data errors a run gives before step 0."""
 import json
 import socket
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import train as train_cli
-from salient_outpaint.training.run_lock import LOCK_NAME, run_lock
+from salient_outpaint.training.run_folder import LOCK_NAME, run_lock
 from tests.test_datasets import salient_folder
 
 COMMON = ["--batch-size", "2", "--steps", "1", "--log-every", "1"]

@@ -18,7 +18,7 @@ from salient_outpaint.training.batches import StreamedMicroBatches
 from salient_outpaint.training.loop import Trainer
 from salient_outpaint.training.validation import dataset_items
 from tests.test_datasets import salient_folder
-from tests.test_training import take_steps, toy_config
+from tests.conftest import take_steps, toy_config
 
 ITEMS = 11
 

@@ -38,7 +38,7 @@ from typing import Iterator
 import torch
 from PIL import Image
 
-from ..checkpoints.io import atomic_write
+from ..files import atomic_write
 from .augment import augment, item_generator
 from .check import DataCheckError
 from .images import mask_of, open_image, rgb_of, to_uint8, upright_size
