@@ -30,7 +30,8 @@ import json
 import sys
 
 from salient_outpaint.config import CONTROL_IMAGES, PRESETS
-from salient_outpaint.training.config import STAGES, TrainConfig
+from salient_outpaint.training.config import STAGES, TrainConfig, flag
+from salient_outpaint.training.loop import benchmark, precompute, train
 
 HELP = {
     "stage": f"what to train: {', '.join(STAGES)} (controlnet is the paper; vae and unet build the toy world)",
@@ -85,15 +86,14 @@ HELP = {
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for field in dataclasses.fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
         if field.type == "bool":
-            parser.add_argument(flag, action="store_true", help=HELP[field.name])
+            parser.add_argument(flag(field.name), action="store_true", help=HELP[field.name])
         elif field.type.startswith("tuple"):  # "--data a b" or "--data a --data b"
             item_type = float if "float" in field.type else str
-            parser.add_argument(flag, nargs="+", action="extend", type=item_type, help=HELP[field.name])
+            parser.add_argument(flag(field.name), nargs="+", action="extend", type=item_type, help=HELP[field.name])
         else:
             kind = {"int": int, "float": float, "str": str}[field.type]
-            parser.add_argument(flag, type=kind, default=field.default,
+            parser.add_argument(flag(field.name), type=kind, default=field.default,
                                 help=f"{HELP[field.name]} (default: {field.default})")
     parser.add_argument("--benchmark", type=int, default=0, metavar="STEPS",
                         help="time STEPS training steps (after one warm-up step) and print samples/s and peak "
@@ -113,16 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, modes = parse_args(argv)
         if modes["benchmark"]:
-            from salient_outpaint.training.benchmark import benchmark
-            print(json.dumps(benchmark(config, modes["benchmark"])))
+            print(json.dumps(benchmark(config, steps=modes["benchmark"])))
             return 0
         if modes["precompute_latents"]:
-            from salient_outpaint.training.loop import precompute
-            summary = precompute(config, modes["precompute_latents"])
+            summary = precompute(config, epochs=modes["precompute_latents"])
             if summary:
                 print(json.dumps(summary))
             return 0
-        from salient_outpaint.training.loop import train
         record = train(config)
     except (ValueError, FileNotFoundError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)

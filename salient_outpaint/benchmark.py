@@ -12,7 +12,7 @@ folder, so that diffusers reads the very same files. The work items:
   step    load, then one sampling step: ControlNet + U-Net on a batch of 2 (classifier-free guidance),
           64x64 latents (a 512x512 image); the median of --steps timed steps after one warm-up
   decode  load the VAE, decode 64x64 latents to a 512x512 image
-  train   ControlNet training steps (training/benchmark.py) at 64x64 pixels, batch 1, fp32 AdamW, the
+  train   ControlNet training steps (training/loop.py:benchmark) at 64x64 pixels, batch 1, fp32 AdamW, the
           frozen networks in --dtypes; seconds per step over --steps steps after a warm-up step
 Each item runs in a fresh process, which reports its own peak memory (the kernel's RSS high-water
 mark) above its RSS after imports. With diffusers (a python that has it, given by path: this package
@@ -87,16 +87,14 @@ def run_work(item: str, cache: Path, dtype_name: str, steps: int, compile: bool)
 
     dtype = DTYPES[dtype_name]
     if item == "train":
-        from .training import objective
-        from .training.benchmark import benchmark
         from .training.config import TrainConfig
-
-        objective.CAPTIONS_KEPT = 0  # each step encodes its caption, as with a real dataset's (and diffusers')
+        from .training.loop import benchmark
 
         with tempfile.TemporaryDirectory() as out_dir:
             config = TrainConfig(preset="sd2-inpaint", init=(str(cache / "sd2"),), data=("toy:4",), resolution=64,
                                  batch_size=1, frozen_dtype=dtype_name, compile=compile, out_dir=out_dir)
-            return {"work_s": benchmark(config, steps)["seconds_per_step"]}
+            # captions_kept=0: each step encodes its caption, as with a real dataset's (and diffusers')
+            return {"work_s": benchmark(config, steps, captions_kept=0)["seconds_per_step"]}
     inputs = {key: value.to(dtype) if value.is_floating_point() else value
               for key, value in read_state_dict(cache / "inputs.safetensors").items()}
     figures = {}

@@ -11,7 +11,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train as train_cli  # noqa: E402
 from salient_outpaint.training import distributed  # noqa: E402
-from salient_outpaint.training.loop import Trainer, run, run_folder  # noqa: E402
+from salient_outpaint.training.loop import Trainer, run  # noqa: E402
+from salient_outpaint.training.run_folder import run_folder  # noqa: E402
 
 out = Path(sys.argv[1])
 config, _ = train_cli.parse_args(sys.argv[2:] + ["--out-dir", str(out)])
@@ -19,5 +20,5 @@ process = distributed.start()
 with run_folder(config, process) as state:
     trainer = Trainer(config, process)
     run(trainer, state)
-torch.save(trainer.models.controlnet.state_dict(), out / f"rank{process.rank}.pt")
+torch.save(trainer.networks.controlnet.state_dict(), out / f"rank{process.rank}.pt")
 distributed.stop()

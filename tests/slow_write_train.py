@@ -8,18 +8,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from salient_outpaint.checkpoints import io  # noqa: E402
+from salient_outpaint import files  # noqa: E402
 
-real_fsync = io.fsync
+real_fsync = files.fsync
 
 
 def slow_fsync(path):
-    if str(path).endswith(io.TEMPORARY_SUFFIX):
+    if str(path).endswith(files.TEMPORARY_SUFFIX):
         time.sleep(0.3)
     real_fsync(path)
 
 
-io.fsync = slow_fsync
+files.fsync = slow_fsync
 import train  # noqa: E402
 
 sys.exit(train.main())

@@ -15,8 +15,7 @@ from salient_outpaint.data.specs import build_dataset
 from salient_outpaint.training import distributed
 from salient_outpaint.training.config import TrainConfig
 from salient_outpaint.training.loop import Trainer
-from tests.conftest import salient_folder, write_pair
-from tests.test_training import take_steps
+from tests.conftest import salient_folder, take_steps, write_pair
 
 COMMON = ["--batch-size", "2", "--steps", "1", "--log-every", "1"]  # one quick step; each test adds --data and --out-dir
 
@@ -352,9 +351,9 @@ def test_the_trainer_takes_a_step_on_a_salient_folder(tmp_path):
     assert batch["image"].shape == (2, 3, 64, 64)
     for image, mask in zip(batch["image"], batch["mask"]):
         assert (red_pixels(image) == mask[0].bool()).float().mean() > 0.95
-    before = trainer.models.controlnet.controlnet_mid_block.weight.clone()
+    before = trainer.networks.controlnet.controlnet_mid_block.weight.clone()
     [loss] = take_steps(trainer, 1)
-    assert math.isfinite(loss) and not torch.equal(before, trainer.models.controlnet.controlnet_mid_block.weight)
+    assert math.isfinite(loss) and not torch.equal(before, trainer.networks.controlnet.controlnet_mid_block.weight)
 
 
 @pytest.mark.parametrize("spec,message", [

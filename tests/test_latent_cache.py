@@ -12,12 +12,11 @@ from safetensors.torch import load_file
 import train as train_cli
 from salient_outpaint.training import distributed, latent_cache
 from salient_outpaint.training.loop import Trainer
-from tests.test_training import take_steps, toy_config
+from tests.conftest import take_steps, toy_config
 
 
 def make_cache(config, directory, epochs, shard_size=3) -> dict:
-    return latent_cache.precompute_latents(Trainer(config, distributed.single_process()), directory, epochs,
-                                           shard_size=shard_size)
+    return Trainer(config, distributed.single_process()).precompute_latents(directory, epochs, shard_size=shard_size)
 
 
 def test_training_from_the_cache_gives_the_live_losses_without_running_the_encoders(tmp_path):
@@ -36,12 +35,12 @@ def test_training_from_the_cache_gives_the_live_losses_without_running_the_encod
     def refuse(*args, **kwargs):
         raise AssertionError("a frozen encoder ran although its outputs are cached")
 
-    cached.models.text_encoder.forward = refuse
-    cached.models.vae.encode = refuse
+    cached.networks.text_encoder.forward = refuse
+    cached.networks.vae.encode = refuse
     for step, (loss, live_loss) in enumerate(zip(take_steps(cached, config.steps), take_steps(live, config.steps))):
         assert loss == pytest.approx(live_loss, rel=1e-5), f"step {step}"
-    for name, value in live.models.controlnet.state_dict().items():
-        torch.testing.assert_close(cached.models.controlnet.state_dict()[name], value, rtol=0, atol=1e-4)
+    for name, value in live.networks.controlnet.state_dict().items():
+        torch.testing.assert_close(cached.networks.controlnet.state_dict()[name], value, rtol=0, atol=1e-4)
 
 
 def test_a_cache_made_for_another_setup_is_refused_naming_the_differences(tmp_path):
@@ -53,9 +52,9 @@ def test_a_cache_made_for_another_setup_is_refused_naming_the_differences(tmp_pa
     # Other frozen weights (another --init): the same run with one VAE weight changed.
     trainer = Trainer(config, distributed.single_process())
     with torch.no_grad():
-        trainer.models.vae.encoder.conv_in.weight[0, 0, 0, 0] += 1e-3
+        trainer.networks.vae.encoder.conv_in.weight[0, 0, 0, 0] += 1e-3
     with pytest.raises(ValueError, match=r"another setup \(encoders: cached"):
-        latent_cache.open_latent_cache(trainer, directory)
+        trainer.open_latents(directory)
     with pytest.raises(ValueError, match="already holds latents made otherwise.*epochs: cached 1, now 2"):
         make_cache(config, directory, epochs=2)
 
@@ -66,10 +65,10 @@ def test_an_interrupted_precomputation_is_refused_then_finished_by_running_it_ag
     real_write_shard = latent_cache.write_shard
     written = []
 
-    def crash_on_the_third_shard(trainer, path, epoch, indices):
+    def crash_on_the_third_shard(path, *args):
         if len(written) == 2:
             raise KeyboardInterrupt("simulated crash")
-        real_write_shard(trainer, path, epoch, indices)
+        real_write_shard(path, *args)
         written.append(path)
 
     monkeypatch.setattr(latent_cache, "write_shard", crash_on_the_third_shard)

@@ -5,14 +5,7 @@ import torch
 
 from salient_outpaint.config import SD2_INPAINT, TOY
 from salient_outpaint.modules import ControlNet, build_models
-
-
-def toy_unet_with_and_without_controlnet(models, timesteps):
-    """The TOY U-Net's output on random inputs with the ControlNet's residuals, and without them."""
-    latent_input, context = torch.randn(2, 9, 16, 16), torch.randn(2, 77, 64)
-    with torch.no_grad():
-        residuals = models.controlnet(latent_input, timesteps, context, torch.rand(2, 3, 64, 64))
-        return models.unet(latent_input, timesteps, context, residuals), models.unet(latent_input, timesteps, context)
+from tests.conftest import toy_unet_with_and_without_controlnet
 
 
 def count(module):

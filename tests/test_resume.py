@@ -16,10 +16,10 @@ from safetensors.torch import load_file
 
 import train as train_cli
 from salient_outpaint.training import distributed
-from salient_outpaint.training.loop import Trainer, resume_state
-from salient_outpaint.training.run_log import cut_log
+from salient_outpaint.training.loop import Trainer
+from salient_outpaint.training.run_folder import cut_log, resume_state
 from salient_outpaint.training.state import checkpoints_in, load_training_state
-from tests.test_training import fit, toy_config
+from tests.conftest import fit, toy_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # the TOY run every test here resumes: 4 steps of batch 2 on 8 scenes
@@ -201,45 +201,3 @@ def test_the_log_is_cut_back_to_the_resumed_step_even_after_a_half_written_line(
     log.write_text("".join(json.dumps({"step": step, "loss": 1.0}) + "\n" for step in range(1, 6)) + '{"step": 6, "lo')
     cut_log(log, 3)
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]
-
-
-def older_format_checkpoint(state: dict, path: Path) -> None:
-    """Save `state` as older versions of train.py did: one checkpoint.pt, the config a dict and the RNG
-    states as numpy's and Python's own tuples."""
-    rng = state["rng"]
-    numpy_state = ("MT19937", rng["numpy"]["keys"].numpy().astype("uint32"), rng["numpy"]["position"],
-                   rng["numpy"]["has_gauss"], rng["numpy"]["cached_gaussian"])
-    python_state = (rng["python"]["version"], tuple(rng["python"]["state"].tolist()), rng["python"]["gauss_next"])
-    torch.save({**state, "config": json.loads(state["config"]),
-                "rng": {"torch": rng["torch"], "numpy": numpy_state, "python": python_state}}, path)
-
-
-def test_an_older_versions_checkpoint_is_refused_in_one_line_then_upgraded_and_resumed(finished_run, tmp_path,
-                                                                                        capsys):
-    """Not passed over in silence (which would restart at step 0 and cut the log), not unpickled
-    without the weights-only guard; after the explicit upgrade the run goes on from its step."""
-    from salient_outpaint.training import upgrade
-
-    out_dir = tmp_path / "run"
-    out_dir.mkdir()
-    older_format_checkpoint(torch.load(checkpoints_in(finished_run)[0], weights_only=True), out_dir / "checkpoint.pt")
-    (out_dir / "log.jsonl").write_text((finished_run / "log.jsonl").read_text())
-    for resume in ([], ["--resume"]):
-        assert train_cli.main([*FLAGS, "--steps", "3", "--out-dir", str(out_dir), *resume]) == 2
-        error = capsys.readouterr().err.strip()
-        assert len(error.splitlines()) == 1, error
-        assert "is a checkpoint of an older train.py" in error
-        assert f"python -m salient_outpaint.training.upgrade {out_dir}" in error
-    assert len((out_dir / "log.jsonl").read_text().splitlines()) == 2
-
-    assert upgrade.main([str(out_dir)]) == 0
-    assert [path.name for path in checkpoints_in(out_dir)] == ["checkpoint_0000002.pt"]
-    assert (out_dir / "checkpoint.pt.old").is_file() and not (out_dir / "checkpoint.pt").exists()
-    config, _ = train_cli.parse_args([*FLAGS, "--out-dir", str(out_dir), "--resume", "--steps", "3"])
-    state = resume_state(config, distributed.single_process())
-    original = torch.load(checkpoints_in(finished_run)[0], weights_only=True)
-    assert state["step"] == 2 and json.loads(state["config"]) == json.loads(original["config"])
-    assert torch.equal(state["rng"]["torch"], original["rng"]["torch"])
-    assert torch.equal(state["rng"]["numpy"]["keys"], original["rng"]["numpy"]["keys"])
-    assert state["rng"]["python"]["state"].tolist() == original["rng"]["python"]["state"].tolist()
-    assert upgrade.main([str(out_dir)]) == 2  # nothing left to upgrade

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import train as train_cli
-from salient_outpaint.training.run_lock import LOCK_NAME, run_lock
+from salient_outpaint.training.run_folder import LOCK_NAME, run_lock
 
 COMMON = ["--batch-size", "2", "--steps", "1", "--log-every", "1"]
 FLAGS = ["--data", "toy:4", *COMMON]

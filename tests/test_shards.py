@@ -21,8 +21,7 @@ from salient_outpaint.training import distributed
 from salient_outpaint.training.batches import StreamedMicroBatches
 from salient_outpaint.training.loop import Trainer
 from salient_outpaint.training.validation import dataset_items
-from tests.conftest import salient_folder, save_as_stored
-from tests.test_training import take_steps, toy_config
+from tests.conftest import salient_folder, save_as_stored, take_steps, toy_config
 
 ITEMS = 11
 

@@ -16,46 +16,25 @@ from safetensors.torch import load_file
 import train as train_cli
 from salient_outpaint.data.images import load_image, load_mask
 from salient_outpaint.training import distributed
-from salient_outpaint.training.config import TrainConfig
-from salient_outpaint.training.loop import Trainer, run, run_folder
+from salient_outpaint.training.loop import Trainer, peak_memory_mb
 from salient_outpaint.training.state import load_training_state
 from salient_outpaint.training.validation import centre_square
-from tests.test_models import toy_unet_with_and_without_controlnet
+from tests.conftest import fit, take_steps, toy_config, toy_unet_with_and_without_controlnet
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def toy_config(tmp_path, **overrides) -> TrainConfig:
-    base = TrainConfig(stage="controlnet", preset="toy", data=("toy:32",), out_dir=str(tmp_path / "run"),
-                       resolution=64, steps=4, batch_size=2, learning_rate=1e-3, log_every=1, checkpoint_every=2,
-                       seed=3)
-    return replace(base, **overrides)
-
-
-def fit(trainer: Trainer) -> dict:
-    """What train() does with a Trainer: own the output folder, resume if asked, run."""
-    with run_folder(trainer.config, trainer.process) as state:
-        return run(trainer, state)
-
-
-def take_steps(trainer: Trainer, steps: int) -> list[float]:
-    """The losses of steps 0 .. steps - 1, reading batches as a run does."""
-    batches = trainer.batches(0)
-    return [trainer.step(step, next(batches)) for step in range(steps)]
-
-
 def snapshot(trainer: Trainer) -> dict:
     return {name: {k: v.clone() for k, v in module.state_dict().items()}
-            for name, module in trainer.models.components().items()}
+            for name, module in trainer.networks.components().items()}
 
 
 def test_only_the_controlnet_changes_and_it_starts_as_the_frozen_unet(tmp_path):
     trainer = Trainer(toy_config(tmp_path), distributed.single_process())
-    models = trainer.models
     before = snapshot(trainer)
 
     # Step 0: the zero convolutions make the controlled U-Net equal to the U-Net alone.
-    controlled, plain = toy_unet_with_and_without_controlnet(models, torch.tensor([7, 700]))
+    controlled, plain = toy_unet_with_and_without_controlnet(trainer.networks, torch.tensor([7, 700]))
     assert torch.equal(controlled, plain)
 
     take_steps(trainer, 3)
@@ -108,7 +87,7 @@ def test_kill_and_resume_gives_identical_parameters(tmp_path):
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path):
     config = toy_config(tmp_path, steps=4, checkpoint_every=2)
     trainer = Trainer(config, distributed.single_process())
-    real_forward = trainer.model.forward
+    real_forward = trainer.synced_objective.forward
     calls = []
 
     def forward_going_nan(*args):
@@ -116,7 +95,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_p
         loss = real_forward(*args)
         return loss * float("nan") if len(calls) == 4 else loss  # the 4th call is step 3
 
-    trainer.model.forward = forward_going_nan
+    trainer.synced_objective.forward = forward_going_nan
     with pytest.raises(FloatingPointError, match=r"loss became nan at step 3.*--resume"):
         fit(trainer)
     assert load_training_state(config.out_dir)["step"] == 2
@@ -129,10 +108,16 @@ def test_cli_reports_a_wrong_init_checkpoint_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().startswith("error: checkpoint file not found")
 
 
-def test_benchmark_prints_throughput_and_memory(tmp_path, capsys):
+def test_benchmark_prints_throughput_and_the_peak_memory_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the default --out-dir would be
+    device = distributed.single_process().device
+    peak_before = peak_memory_mb(device)
     assert train_cli.main(["--preset", "toy", "--data", "toy:8", "--batch-size", "2", "--benchmark", "1"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["samples_per_s"] > 0 and result["peak_memory_mb"] > 0
+    assert result["batch_size"] == 2 and result["precomputed_latents"] is False
+    assert result["samples_per_s"] == pytest.approx(2 / result["seconds_per_step"])
+    assert peak_before <= result["peak_memory_mb"] <= peak_memory_mb(device)  # the high-water mark after the steps
+    assert not list(tmp_path.iterdir())
 
 
 DDP_FLAGS = ["--preset", "toy", "--data", "toy:32", "--steps", "3", "--learning-rate", "1e-3", "--seed", "3",
@@ -206,10 +191,10 @@ def test_validation_grids_are_written_and_training_mode_is_restored(tmp_path, st
     fit(trainer)
     grid = Path(config.out_dir) / "validation" / "step_0000002.png"
     assert grid.is_file()
-    trained = {"vae": "vae", "controlnet": "controlnet"}[stage]
-    assert trainer.models.components()[trained].training
-    assert all(p.requires_grad for p in trainer.models.components()[trained].parameters())
-    assert not trainer.models.unet.training and not any(p.requires_grad for p in trainer.models.unet.parameters())
+    trained = trainer.trained_networks[stage]
+    assert trained.training and all(p.requires_grad for p in trained.parameters())
+    unet = trainer.networks.unet
+    assert not unet.training and not any(p.requires_grad for p in unet.parameters())
 
 
 @pytest.mark.slow
@@ -229,7 +214,7 @@ def test_half_precision_runs_keep_frozen_networks_in_half_track_fp32_and_resume_
     straight, reference = Trainer(half, distributed.single_process()), Trainer(full, distributed.single_process())
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     for name in ("unet", "vae", "text_encoder"):
-        assert {p.dtype for p in straight.models.components()[name].parameters()} == {dtype}, name
+        assert {p.dtype for p in straight.networks.components()[name].parameters()} == {dtype}, name
     assert straight.scaler.is_enabled() == (precision == "fp16")
     before = snapshot(straight)
     fit(straight)  # log_every=1: log.jsonl holds each step's loss
@@ -237,17 +222,16 @@ def test_half_precision_runs_keep_frozen_networks_in_half_track_fp32_and_resume_
     assert logged == pytest.approx(take_steps(reference, 2), rel=2e-2)
     after = snapshot(straight)
     assert all(torch.equal(before["unet"][key], after["unet"][key]) for key in before["unet"])
-    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in straight.models.controlnet.parameters())
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in straight.networks.controlnet.parameters())
     assert any(not torch.equal(before["controlnet"][key], after["controlnet"][key]) for key in before["controlnet"])
 
     stopped = Trainer(replace(half, out_dir=str(tmp_path / "resumed"), steps=1), distributed.single_process())
     fit(stopped)
-    if precision == "fp16":
-        assert load_training_state(stopped.config.out_dir)["scaler"]["scale"] > 0
     resumed = Trainer(replace(half, out_dir=str(tmp_path / "resumed"), resume=True), distributed.single_process())
     fit(resumed)
-    for key, value in straight.models.controlnet.state_dict().items():
-        assert torch.equal(resumed.models.controlnet.state_dict()[key], value), key
+    for key, value in straight.networks.controlnet.state_dict().items():
+        assert torch.equal(resumed.networks.controlnet.state_dict()[key], value), key
+    assert resumed.scaler.get_scale() == straight.scaler.get_scale()  # the loss scale went on from the checkpoint
 
 
 def write_validation_pair(folder: Path, size=(80, 60)) -> tuple[Path, Path]:
@@ -308,18 +292,16 @@ def test_tensorboard_logging_without_the_package_is_a_one_line_error(tmp_path, c
                      "'salient-outpaint[tensorboard]' (or pip install tensorboard)")
 
 
-def test_the_caption_embedding_cache_is_bounded_and_does_not_change_embeddings(tmp_path, monkeypatch):
-    """A frozen text encoder's embeddings are kept for the first CAPTIONS_KEPT captions only (a real
+def test_the_caption_embedding_cache_is_bounded_and_does_not_change_embeddings(tmp_path):
+    """A frozen text encoder's embeddings are kept for the first `captions_kept` captions only (a real
     dataset has millions, 0.3 MB each at SD2 size); the others are encoded at each use, to the same values."""
-    from salient_outpaint.training import objective
-
-    monkeypatch.setattr(objective, "CAPTIONS_KEPT", 2)
-    trainer = Trainer(toy_config(tmp_path), distributed.single_process())
+    trainer = Trainer(toy_config(tmp_path), distributed.single_process(), captions_kept=2)
+    objective = trainer.training_objective
     captions = [f"a red square on {colour} grass" for colour in ("green", "blue", "grey", "pink", "black")]
-    first = trainer.objective.encode_text(captions)
-    again = trainer.objective.encode_text(list(reversed(captions)))
-    assert len(trainer.objective.text_cache) == 2
+    first = objective.encode_text(captions)
+    again = objective.encode_text(list(reversed(captions)))
+    assert len(objective.text_cache) == 2
     torch.testing.assert_close(again, first.flip(0), rtol=0, atol=0)
     with torch.no_grad():
-        alone = trainer.objective.networks["text_encoder"](trainer.objective.tokenizer([captions[-1]]))[0]
+        alone = objective.networks["text_encoder"](objective.tokenizer([captions[-1]]))[0]
     torch.testing.assert_close(first[-1], alone, rtol=0, atol=0)

@@ -110,12 +110,12 @@ def tiny_run(tmp_path, **overrides) -> TrainConfig:
 def test_a_variant_trains_exports_its_config_and_loads_back_without_flags(tmp_path, options):
     config = tiny_run(tmp_path, **options)
     trainer = Trainer(config, distributed.single_process())
-    assert trainer.models.config == config.model_config()
-    before = trainer.models.controlnet.controlnet_mid_block.weight.clone()
+    assert trainer.networks.config == config.model_config()
+    before = trainer.networks.controlnet.controlnet_mid_block.weight.clone()
     loss = trainer.step(0, next(trainer.batches(0)))
-    assert loss > 0 and not torch.equal(before, trainer.models.controlnet.controlnet_mid_block.weight)
+    assert loss > 0 and not torch.equal(before, trainer.networks.controlnet.controlnet_mid_block.weight)
 
-    folder = save_checkpoint(trainer.models, tmp_path / "model", "diffusers")
+    folder = save_checkpoint(trainer.networks, tmp_path / "model", "diffusers")
     saved = json.loads((folder / "controlnet" / "config.json").read_text())
     assert saved["in_channels"] == config.model_config().controlnet.in_channels
     assert saved["control_image"] == config.model_config().controlnet.control_image
@@ -123,7 +123,7 @@ def test_a_variant_trains_exports_its_config_and_loads_back_without_flags(tmp_pa
     assert unet_config["in_channels"] == config.model_config().unet.in_channels
     loaded = load_models(folder, preset="toy")
     assert loaded.config == config.model_config()
-    assert torch.equal(loaded.controlnet.conv_in.weight, trainer.models.controlnet.conv_in.weight)
+    assert torch.equal(loaded.controlnet.conv_in.weight, trainer.networks.controlnet.conv_in.weight)
 
 
 def test_a_variant_controlnet_loads_over_the_shipped_model_from_its_own_folder(tmp_path):
@@ -138,10 +138,10 @@ def test_a_variant_controlnet_loads_over_the_shipped_model_from_its_own_folder(t
 
 def test_a_text_to_image_unet_trains_without_the_inpainting_channels(tmp_path):
     trainer = Trainer(tiny_run(tmp_path, stage="unet", unet_in_channels=4), distributed.single_process())
-    assert trainer.models.unet.conv_in.weight.shape[1] == 4 and trainer.models.controlnet is None
-    before = trainer.models.unet.conv_in.weight.clone()
+    assert trainer.networks.unet.conv_in.weight.shape[1] == 4 and trainer.networks.controlnet is None
+    before = trainer.networks.unet.conv_in.weight.clone()
     loss = trainer.step(0, next(trainer.batches(0)))
-    assert math.isfinite(loss) and not torch.equal(before, trainer.models.unet.conv_in.weight)  # the U-Net trained
+    assert math.isfinite(loss) and not torch.equal(before, trainer.networks.unet.conv_in.weight)  # the U-Net trained
 
 
 def test_precomputed_latents_cannot_make_the_object_control_image(tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..config import ModelConfig, variant
+from ..files import atomic_write
 from ..modules.controlnet import ControlNet
 from .keymap import KeyMap, Source, map_by_prefix
 
@@ -134,7 +135,7 @@ def configured_variant(config: ModelConfig, paths) -> ModelConfig:
 def save_controlnet_folder(controlnet: ControlNet, config: ModelConfig, folder: str | Path) -> Path:
     """Write `folder/config.json` and `folder/diffusion_pytorch_model.safetensors` so that
     `diffusers.ControlNetModel.from_pretrained(folder)` loads what we trained."""
-    from .io import atomic_write, save_state_dict
+    from .io import save_state_dict
 
     folder = Path(folder)
     text = json.dumps(controlnet_config_json(config), indent=2)

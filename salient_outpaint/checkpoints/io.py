@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import mmap
-import os
 import pickle
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from ..files import atomic_write
+
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
-TEMPORARY_SUFFIX = ".tmp"
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
                       "U8": torch.uint8, "BOOL": torch.bool}
@@ -138,44 +137,6 @@ def load_pickled_tensors(path: str | Path):
     first_line = str(reason).strip().splitlines()[0][:160] if str(reason).strip() else ""
     raise CheckpointError(f"{path} is not a PyTorch weights file, or a damaged one "
                           f"({type(reason).__name__}{': ' + first_line if first_line else ''})") from None
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call `write(temporary_path)`, flush it to the disk, then rename it onto `path` and flush the
-    folder: a crash, or a power cut, leaves either the old file or the new one, never half of one.
-    A process killed mid-write leaves its `<name>*.tmp` behind (no `finally` runs on SIGKILL);
-    `remove_temporary_files` clears those."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=TEMPORARY_SUFFIX)
-    os.close(handle)
-    try:
-        write(temporary)
-        fsync(temporary)
-        os.replace(temporary, path)
-        fsync(path.parent)  # the rename itself is an entry of the folder
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
-
-
-def fsync(path: str | Path) -> None:
-    """Flush a file's (or a folder's entries') data from the page cache to the disk."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def remove_temporary_files(folder: str | Path) -> list[Path]:
-    """Delete the leftovers of atomic writes killed midway anywhere under `folder` (only safe while
-    no other process writes there); returns what was deleted."""
-    leftovers = sorted(Path(folder).rglob(f"*{TEMPORARY_SUFFIX}")) if Path(folder).is_dir() else []
-    for leftover in leftovers:
-        leftover.unlink()
-    return leftovers
 
 
 def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import warnings
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..files import atomic_write
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 # Single-channel modes whose pixels are not bytes, and the value that stands for white in each.
@@ -129,10 +130,8 @@ def mask_as_image(mask: torch.Tensor) -> torch.Tensor:
 def save_image(image: torch.Tensor, path: str | Path) -> None:
     """(3, H, W) in [-1, 1] -> PNG. Written whole or not at all: a crash mid-write leaves no half file
     that a resumed run would take for a finished one."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")  # hidden: images_in passes over it
-    Image.fromarray(to_uint8(image.cpu()).permute(1, 2, 0).numpy()).save(partial, format="PNG")
-    os.replace(partial, path)
+    pixels = Image.fromarray(to_uint8(image.cpu()).permute(1, 2, 0).numpy())
+    atomic_write(path, lambda temporary: pixels.save(temporary, format="PNG"))
 
 
 def resize_shorter_side(images: torch.Tensor, size: int, mode: str) -> torch.Tensor:

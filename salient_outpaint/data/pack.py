@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..checkpoints.io import atomic_write
+from ..files import atomic_write
 from . import shards
 from .check import check_data
 from .images import to_uint8

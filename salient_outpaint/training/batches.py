@@ -1,10 +1,16 @@
-"""The micro-batches of one process, read ahead by DataLoader workers while the model computes.
+"""Which items a process trains on at each step, as pure functions of (seed, step, rank), and the
+DataLoader that reads them ahead of the step.
 
-Micro-batch k = step * accumulation + micro_step of process `rank` is a pure function of
-(seed, k, rank): its items come from fixed stream positions (sampler.py) for indexable datasets, or
-from a fixed stretch of the process's stream for tar shards (data/shards.py). Which worker reads it
-does not matter, so `--num-workers` changes how soon batches are ready, never what they hold, and a
-resumed run starts reading at its step.
+The data stream is an endless sequence of positions; position p is item permutation_e[p mod N]
+of epoch e = p div N, each epoch shuffled with its own seed. Step s consumes the positions
+[s * G, (s + 1) * G) for the global batch G = batch * processes * accumulation, split into
+contiguous slices per micro-step and rank. So a resumed run, or the same global batch on any
+number of processes, sees exactly the same items, and every per-sample random draw (noise,
+timestep, random masks) is keyed by its position too (`sample_generator`). Tar shards are read
+as a fixed stretch of each process's stream instead (data/shards.py).
+
+Which DataLoader worker reads a micro-batch does not matter, so `--num-workers` changes how soon
+batches are ready, never what they hold, and a resumed run starts reading at its step:
 
     workers 0:  the training thread reads each micro-batch when it needs it
     workers W:  W processes read up to W * PREFETCH micro-batches ahead; on CUDA they land in
@@ -12,6 +18,7 @@ resumed run starts reading at its step.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from itertools import islice
 from typing import Iterator
 
@@ -21,13 +28,47 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from ..data.shards import ShardDataset
 from .config import TrainConfig
 from .distributed import Process
-from .sampler import batch_positions, item_at
 
 PREFETCH = 2  # micro-batches each worker reads ahead
 
 
+def batch_positions(step: int, micro_step: int, rank: int, world_size: int, batch_size: int,
+                    grad_accumulation: int) -> range:
+    global_batch = batch_size * world_size * grad_accumulation
+    start = step * global_batch + (micro_step * world_size + rank) * batch_size
+    return range(start, start + batch_size)
+
+
+@lru_cache(maxsize=4)
+def epoch_permutation(num_items: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(num_items, generator=stream_generator(EPOCH_ORDER, seed, epoch))
+
+
+def item_at(position: int, num_items: int, seed: int) -> tuple[int, int]:
+    """(epoch, dataset index) of a stream position."""
+    epoch, offset = divmod(position, num_items)
+    return epoch, int(epoch_permutation(num_items, seed, epoch)[offset])
+
+
+def sample_generator(seed: int, position: int) -> torch.Generator:
+    """The RNG for every random draw that belongs to one training sample."""
+    return stream_generator(TRAINING_SAMPLE, seed + 1, position)
+
+
+def collate_at(dataset, positions, seed: int) -> dict:
+    """The items at these stream positions as one batch: tensors stacked, captions listed."""
+    items = []
+    for position in positions:
+        epoch, index = item_at(position, len(dataset), seed)
+        dataset.set_epoch(epoch)
+        items.append(dataset[index])
+    return {key: torch.stack([item[key] for item in items]) if isinstance(items[0][key], torch.Tensor)
+            else [item[key] for item in items] for key in items[0]}
+
+
 class IndexedMicroBatches(Dataset):
-    """Micro-batch k of this process, read from an indexable dataset (folders, toy, latents)."""
+    """Micro-batch k = step * accumulation + micro_step of this process, read from an indexable
+    dataset (folders, toy, latents)."""
 
     def __init__(self, items, config: TrainConfig, rank: int, world_size: int):
         self.items, self.config, self.rank, self.world_size = items, config, rank, world_size
@@ -41,17 +82,6 @@ class IndexedMicroBatches(Dataset):
         positions = batch_positions(step, micro_step, self.rank, self.world_size, config.batch_size,
                                     config.grad_accumulation)
         return collate_at(self.items, positions, config.seed)
-
-
-def collate_at(dataset, positions, seed: int) -> dict:
-    """The items at these stream positions as one batch: tensors stacked, captions listed."""
-    items = []
-    for position in positions:
-        epoch, index = item_at(position, len(dataset), seed)
-        dataset.set_epoch(epoch)
-        items.append(dataset[index])
-    return {key: torch.stack([item[key] for item in items]) if isinstance(items[0][key], torch.Tensor)
-            else [item[key] for item in items] for key in items[0]}
 
 
 class StreamedMicroBatches(IterableDataset):

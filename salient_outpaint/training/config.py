@@ -100,11 +100,8 @@ class TrainConfig:
         return variant(PRESETS[self.preset], self.unet_in_channels or None, self.controlnet_in_channels or None,
                        self.control_image or None)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     def to_json(self) -> str:
-        return json.dumps(self.to_dict())
+        return json.dumps(asdict(self))
 
 
 LOG_SINKS = ("", "tensorboard")
@@ -139,7 +136,6 @@ def resume_conflicts(saved: dict, config: TrainConfig) -> list[str]:
         if old != new:
             conflicts.append(f"{flag(field.name)} {shown(old) or '(none)'} (now {shown(new) or '(none)'})")
     return conflicts
-
 
 
 def frozen_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:

@@ -26,16 +26,20 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from .. import conditioning
-from ..checkpoints.io import atomic_write, remove_temporary_files
+from ..files import atomic_write, remove_temporary_files
 from . import distributed
+from .config import TrainConfig
+from .objective import TrainingObjective
 
 POSTERIOR_KEYS = ("image_mean", "image_std", "masked_mean", "masked_std")
 MANIFEST_NAME = "manifest.json"
@@ -53,13 +57,11 @@ def encoders_fingerprint(modules) -> str:
     return digest.hexdigest()
 
 
-def cache_key(trainer) -> dict:
+def cache_key(config: TrainConfig, num_items: int, encoders: list[nn.Module]) -> dict:
     """Everything that decides the cache's contents; a cache is used only where all of it matches."""
-    config = trainer.config
     return {"preset": config.preset, "resolution": config.resolution, "data": list(config.data),
             "data_weights": list(config.data_weights), "seed": config.seed, "frozen_dtype": config.frozen_dtype,
-            "num_items": len(trainer.dataset),
-            "encoders": encoders_fingerprint([trainer.models.vae, trainer.models.text_encoder])}
+            "num_items": num_items, "encoders": encoders_fingerprint(encoders)}
 
 
 def shard_path(directory: Path, epoch: int, shard: int) -> Path:
@@ -103,15 +105,16 @@ def differences(cached: dict, current: dict) -> list[str]:
             if cached.get(name) != value]
 
 
-def open_latent_cache(trainer, directory: str | Path) -> LatentDataset:
-    """Check the cache against the run, load its text embeddings into the objective's text cache
-    (so the text encoder is never called) and return its items."""
+def open_latent_cache(directory: str | Path, key: dict, samples_read: int, device: torch.device,
+                      note: Callable[[str], None]) -> tuple[LatentDataset, dict[str, torch.Tensor]]:
+    """Check the cache against the run's `cache_key`; its items, and its text embeddings by caption
+    (on `device`), which spare the text encoder. `samples_read`: how many items the run reads in all."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     if manifest is None:
         raise FileNotFoundError(f"no precomputed latents in {directory} (no {MANIFEST_NAME}); to make them, "
                                 f"{RERUN_HINT}")
-    mismatched = differences(manifest["key"], cache_key(trainer))
+    mismatched = differences(manifest["key"], key)
     if mismatched:
         raise ValueError(f"the latents in {directory} were made for another setup ({'; '.join(mismatched)}); "
                          "precompute them again for this one, into another folder")
@@ -123,26 +126,23 @@ def open_latent_cache(trainer, directory: str | Path) -> LatentDataset:
     with safe_open(str(directory / TEXT_NAME), framework="pt") as file:
         text = file.get_tensor("embeddings")  # (captions, context length, width)
         captions = json.loads(file.metadata()["captions"])
-    trainer.objective.text_cache.update(zip(captions, text.to(trainer.process.device)))
-    run_epochs = math.ceil(trainer.config.steps * trainer.global_batch / manifest["key"]["num_items"])
-    if run_epochs > manifest["epochs"] and trainer.process.is_main:
-        print(f"note: this run reads {run_epochs} epochs of data and {directory} holds {manifest['epochs']}; "
-              f"epoch e reuses the augmentations of cached epoch e mod {manifest['epochs']}")
-    return LatentDataset(directory, manifest)
+    run_epochs = math.ceil(samples_read / manifest["key"]["num_items"])
+    if run_epochs > manifest["epochs"]:
+        note(f"note: this run reads {run_epochs} epochs of data and {directory} holds {manifest['epochs']}; "
+             f"epoch e reuses the augmentations of cached epoch e mod {manifest['epochs']}")
+    return LatentDataset(directory, manifest), dict(zip(captions, text.to(device)))
 
 
 @torch.no_grad()
-def write_shard(trainer, path: Path, epoch: int, indices: range) -> None:
-    dataset, objective = trainer.dataset, trainer.objective
-    dataset.set_epoch(epoch)
-    items = [dataset[index] for index in indices]
-    batch_size = trainer.config.batch_size
+def write_shard(path: Path, items: list[dict], objective: TrainingObjective, autocast, batch_size: int,
+                device: torch.device) -> None:
+    """The VAE posteriors of these items, encoded `batch_size` at a time, as one shard file."""
     posteriors = {key: [] for key in POSTERIOR_KEYS}
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        images = torch.stack([item["image"] for item in chunk]).to(trainer.process.device)
-        object_masks = torch.stack([item["mask"] for item in chunk]).to(trainer.process.device)
-        with trainer.autocast:  # as in a training step, so both paths encode alike
+        images = torch.stack([item["image"] for item in chunk]).to(device)
+        object_masks = torch.stack([item["mask"] for item in chunk]).to(device)
+        with autocast:  # as in a training step, so both paths encode alike
             encoded = objective.vae_posteriors(images, conditioning.paint_mask_from_object(object_masks))
         for key in POSTERIOR_KEYS:
             posteriors[key].append(encoded[key].cpu())
@@ -153,29 +153,32 @@ def write_shard(trainer, path: Path, epoch: int, indices: range) -> None:
 
 
 @torch.no_grad()
-def write_text_embeddings(trainer, directory: Path, manifest: dict) -> int:
+def write_text_embeddings(directory: Path, manifest: dict, objective: TrainingObjective, autocast,
+                          batch_size: int) -> int:
     captions = {""}  # the empty prompt of classifier-free guidance training
     for path in all_shard_paths(directory, manifest):
         with safe_open(str(path), framework="pt") as file:
             captions.update(json.loads(file.metadata()["captions"]))
     captions = sorted(captions)
     embeddings = []
-    for start in range(0, len(captions), trainer.config.batch_size):
-        with trainer.autocast:
-            embeddings.append(trainer.objective.encode_text(captions[start:start + trainer.config.batch_size]).cpu())
+    for start in range(0, len(captions), batch_size):
+        with autocast:
+            embeddings.append(objective.encode_text(captions[start:start + batch_size]).cpu())
     tensors = {"embeddings": torch.cat(embeddings).contiguous()}  # (captions, context length, width)
     atomic_write(directory / TEXT_NAME,
                  lambda temporary: save_file(tensors, temporary, metadata={"captions": json.dumps(captions)}))
     return len(captions)
 
 
-def precompute_latents(trainer, directory: str | Path, epochs: int, shard_size: int = 256) -> dict:
-    """Encode `epochs` epochs of the trainer's dataset into `directory`; returns a summary."""
+def precompute_latents(directory: str | Path, epochs: int, dataset, key: dict, objective: TrainingObjective,
+                       autocast, batch_size: int, process: distributed.Process, shard_size: int = 256) -> dict:
+    """Encode `epochs` epochs of the dataset into `directory` with the objective's frozen encoders, under
+    `autocast`, `batch_size` items at a time; returns a summary."""
     if epochs < 1:
         raise ValueError(f"--precompute-latents needs at least 1 epoch, not {epochs}")
-    directory, process = Path(directory), trainer.process
+    directory = Path(directory)
     started = time.perf_counter()
-    manifest = {"format": 1, "epochs": epochs, "shard_size": shard_size, "key": cache_key(trainer)}
+    manifest = {"format": 1, "epochs": epochs, "shard_size": shard_size, "key": key}
     existing = read_manifest(directory)
     if existing is not None and existing != manifest:
         raise ValueError(f"{directory} already holds latents made otherwise "
@@ -192,10 +195,12 @@ def precompute_latents(trainer, directory: str | Path, epochs: int, shard_size: 
     for epoch, shard in tqdm(mine, desc="precompute latents", unit="shard", disable=not process.is_main):
         path = shard_path(directory, epoch, shard)
         if not path.is_file():
-            write_shard(trainer, path, epoch, range(shard * shard_size, min((shard + 1) * shard_size, num_items)))
+            dataset.set_epoch(epoch)
+            items = [dataset[index] for index in range(shard * shard_size, min((shard + 1) * shard_size, num_items))]
+            write_shard(path, items, objective, autocast, batch_size, process.device)
             written += 1
     distributed.barrier()
-    captions = write_text_embeddings(trainer, directory, manifest) if process.is_main else 0
+    captions = write_text_embeddings(directory, manifest, objective, autocast, batch_size) if process.is_main else 0
     distributed.barrier()
     return {"latents": str(directory), "epochs": epochs, "items": num_items, "shards": len(shards),
             "shards_written_here": written, "captions": captions, "seconds": time.perf_counter() - started}

@@ -35,16 +35,19 @@ CAPTIONS_KEPT = 256  # 77 x 1024 fp32 each at SD2 size: 80 MB
 
 
 class TrainingObjective(nn.Module):
-    def __init__(self, models: Models, stage: str, objective: str, empty_prompt_probability: float,
-                 kl_weight: float):
+    """(batch, one generator per sample) -> the stage's loss; `prediction_type` is "epsilon" or
+    "v_prediction", what the U-Net is trained to predict."""
+
+    def __init__(self, models: Models, stage: str, prediction_type: str, empty_prompt_probability: float,
+                 kl_weight: float, captions_kept: int = CAPTIONS_KEPT):
         super().__init__()
-        self.stage, self.objective, self.kl_weight = stage, objective, kl_weight
-        self.empty_prompt_probability = empty_prompt_probability
+        self.stage, self.prediction_type, self.kl_weight = stage, prediction_type, kl_weight
+        self.empty_prompt_probability, self.captions_kept = empty_prompt_probability, captions_kept
         self.config = models.config
         self.networks = nn.ModuleDict(models.components())
         self.tokenizer = Tokenizer(models.config.text.context_length)
         self.register_buffer("alphas_cumprod", alphas_cumprod(models.config.schedule).float(), persistent=False)
-        # frozen text encoder: the first CAPTIONS_KEPT captions met (all of a precomputed cache's) are
+        # frozen text encoder: the first `captions_kept` captions met (all of a precomputed cache's) are
         # encoded once, the others at each use
         self.text_cache: dict[str, torch.Tensor] = {}
 
@@ -74,7 +77,7 @@ class TrainingObjective(nn.Module):
             encoded = {caption: encoder(self.tokenizer([caption]).to(device))[0]
                        for caption in sorted(set(captions) - set(self.text_cache))}
         for caption, embedding in encoded.items():  # kept up to a bound: a real dataset's captions are many
-            if len(self.text_cache) < CAPTIONS_KEPT:
+            if len(self.text_cache) < self.captions_kept:
                 self.text_cache[caption] = embedding
         return torch.stack([self.text_cache.get(caption, encoded.get(caption)) for caption in captions])
 
@@ -145,5 +148,6 @@ class TrainingObjective(nn.Module):
                                  context, control_image).to(unet_dtype)
         unet_input = conditioning.network_input(unet_input, unet.config.in_channels)
         prediction = unet(unet_input.to(unet_dtype), timesteps, context.to(unet_dtype), control).float()
-        target = noise if self.objective == "epsilon" else velocity(latents, noise, timesteps, self.alphas_cumprod)
+        target = (noise if self.prediction_type == "epsilon"
+                  else velocity(latents, noise, timesteps, self.alphas_cumprod))
         return F.mse_loss(prediction, target)

@@ -5,7 +5,7 @@ A checkpoint holds the trainable weights (and their EMA), the optimizer, the lea
 schedule, the AMP scaler, the step, the RNG states (as tensors) and the run's config (as JSON):
 tensors and plain data only, so it loads with `torch.load(weights_only=True)`, which refuses to
 unpickle anything else. The data position needs no saving: the batch of step s is a pure function
-of (seed, s, rank), see `sampler.py`.
+of (seed, s, rank), see `batches.py`.
 
     OUT/checkpoint_0000200.pt, OUT/checkpoint_0000400.pt     the newest --keep-checkpoints of them
 
@@ -24,10 +24,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..checkpoints.io import atomic_write
+from ..files import atomic_write
 
 CHECKPOINT_PATTERN = re.compile(r"checkpoint_(\d+)\.pt")
-LEGACY_CHECKPOINT = "checkpoint.pt"  # older versions' one checkpoint, with pickled numpy RNG states (see upgrade.py)
 STATE_KEYS = ("config", "step", "model", "ema", "optimizer", "scheduler", "scaler", "rng")
 
 

@@ -74,6 +74,5 @@ def validation_grid(models: Models, stage: str, items: list[dict], device: torch
 
 def save_validation_grid(grid: torch.Tensor, out_dir: str | Path, step: int) -> Path:
     path = Path(out_dir) / "validation" / f"step_{step:07d}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid, path)
+    save_image(grid, path)  # makes the folder
     return path
