@@ -28,7 +28,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -213,9 +212,6 @@ def main() -> int:
             with open(args.out, "a") as log:
                 log.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
-        del ours, theirs, models
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
     return 0
 
 

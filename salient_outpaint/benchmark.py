@@ -34,7 +34,14 @@ from pathlib import Path
 
 import torch
 
-from .loading import REPOSITORY
+from .checkpoints import load_checkpoint, read_state_dict, save_checkpoint, save_state_dict
+from .config import SD2_INPAINT
+from .loading import REPOSITORY, load_models
+from .modules import build_models
+from .modules.models import compile_models, empty_models
+from .precision import DTYPES
+from .training.config import TrainConfig
+from .training.loop import benchmark
 
 DIFFUSERS_WORKER = REPOSITORY / "docs" / "benchmark_diffusers.py"
 WORK = ("load", "step", "decode", "train")
@@ -55,11 +62,6 @@ def peak_rss_mb() -> float:
 
 def make_weights(cache: Path) -> None:
     """Random SD2-inpainting + ControlNet weights as a diffusers folder, and the inputs every run reads."""
-    from .checkpoints import save_checkpoint
-    from .checkpoints.io import save_state_dict
-    from .config import SD2_INPAINT
-    from .modules import build_models
-
     torch.manual_seed(0)
     save_checkpoint(build_models(SD2_INPAINT), cache / "sd2", "diffusers")
     generator = torch.Generator().manual_seed(0)
@@ -79,17 +81,8 @@ def timed(function) -> float:
 
 def run_work(item: str, cache: Path, dtype_name: str, steps: int, compile: bool) -> dict:
     """One work item in this process; returns its seconds."""
-    from .checkpoints import load_checkpoint, read_state_dict
-    from .config import SD2_INPAINT
-    from .loading import load_models
-    from .modules.models import compile_models, empty_models
-    from .precision import DTYPES
-
     dtype = DTYPES[dtype_name]
     if item == "train":
-        from .training.config import TrainConfig
-        from .training.loop import benchmark
-
         with tempfile.TemporaryDirectory() as out_dir:
             config = TrainConfig(preset="sd2-inpaint", init=(str(cache / "sd2"),), data=("toy:4",), resolution=64,
                                  batch_size=1, frozen_dtype=dtype_name, compile=compile, out_dir=out_dir)

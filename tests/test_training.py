@@ -266,7 +266,7 @@ def test_validation_on_the_users_own_images_and_tensorboard_beside_the_log(tmp_p
     ({"validation_mask": ()}, "give one --validation-mask .* per --validation-image; got 1 image"),
     ({"validate_every": 0}, "--validation-image is drawn every --validate-every N steps"),
     ({"validation_image": ("nowhere.png",)}, "the image nowhere.png does not exist"),
-    ({"validation_mask": ("{small}",)}, r"--validation-mask .*small.png is \(8, 8\) .* but its --validation-image"),
+    ({"validation_mask": ("{small}",)}, r"--validation-mask .*small.png is 8x8 \(width x height\) but its --validation-image"),
 ])
 def test_validation_images_are_checked_before_step_0(tmp_path, capsys, change, message):
     image, mask = write_validation_pair(tmp_path)

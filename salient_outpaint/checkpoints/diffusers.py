@@ -15,6 +15,7 @@ import torch
 from ..config import ModelConfig, variant
 from ..files import atomic_write
 from ..modules.controlnet import ControlNet
+from .io import save_state_dict
 from .keymap import KeyMap, Source, map_by_prefix
 
 # File names diffusers uses inside a component's sub-folder, most preferred first.
@@ -135,8 +136,6 @@ def configured_variant(config: ModelConfig, paths) -> ModelConfig:
 def save_controlnet_folder(controlnet: ControlNet, config: ModelConfig, folder: str | Path) -> Path:
     """Write `folder/config.json` and `folder/diffusion_pytorch_model.safetensors` so that
     `diffusers.ControlNetModel.from_pretrained(folder)` loads what we trained."""
-    from .io import save_state_dict
-
     folder = Path(folder)
     text = json.dumps(controlnet_config_json(config), indent=2)
     atomic_write(folder / "config.json", lambda temporary: Path(temporary).write_text(text))

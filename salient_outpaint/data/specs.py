@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset
 
+from .datasets import CocoDataset, MixtureDataset, SalientFolderDataset, load_captions
+from .shards import ShardDataset
+from .synthetic import ToyWorldDataset
+
 MIXTURE_LENGTH_PER_DATASET = 100_000
 
 
@@ -20,23 +24,15 @@ def build_one(spec: str, size: int, seed: int) -> Dataset:
     kind, _, rest = spec.partition(":")
     parts = rest.split(":") if rest else []
     if kind == "toy" and len(parts) <= 1:
-        from .synthetic import ToyWorldDataset
-
         if parts and not (parts[0].isdigit() and int(parts[0]) > 0):
             raise ValueError(f"--data {spec}: toy:N needs a whole number of scenes N of at least 1")
         return ToyWorldDataset(num_items=int(parts[0]) if parts else 10_000, size=size, seed=seed, split="train")
     if kind == "salient" and 1 <= len(parts) <= 2:
-        from .datasets import SalientFolderDataset, load_captions
-
         captions = load_captions(parts[1]) if len(parts) == 2 else None
         return SalientFolderDataset(parts[0], size=size, captions=captions, seed=seed)
     if kind == "coco" and len(parts) == 3:
-        from .datasets import CocoDataset
-
         return CocoDataset(parts[0], parts[1], parts[2], size=size, seed=seed)
     if kind == "shards" and rest:
-        from .shards import ShardDataset
-
         return ShardDataset(rest, size=size, seed=seed)
     raise ValueError(f"cannot read the dataset spec {spec!r}; expected toy[:N], salient:ROOT[:CAPTIONS], "
                      "coco:IMAGES:CAPTIONS_JSON:MASKS or shards:PATTERN")
@@ -55,7 +51,5 @@ def build_dataset(specs: tuple[str, ...], weights: tuple[float, ...], size: int,
             raise ValueError(f"--data {spec} holds no items")
     if len(datasets) == 1:
         return datasets[0]
-    from .datasets import MixtureDataset
-
     return MixtureDataset(datasets, list(weights) or [1.0] * len(datasets),
                           length=MIXTURE_LENGTH_PER_DATASET * len(datasets), seed=seed)

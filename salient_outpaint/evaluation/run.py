@@ -24,6 +24,7 @@ from ..inputs import InputError
 from ..segmentation import SegmentPrompt, Segmenter, refine_mask
 from .diversity import background_pixel_diversity
 from .expansion import object_expansion
+from .fid import extract_features, fid_from_features
 from .report import markdown_category_table, markdown_table
 
 
@@ -177,8 +178,6 @@ def image_files(folder: str | Path) -> list[Path]:
 def fid_per_method(folders: Mapping[str, Path], inputs: Sequence[ManifestInput], inception,
                    real_images: Sequence[Path], device: str | torch.device = "cpu") -> dict[str, float]:
     """FID of each method's images against the real images (Inception features, see fid.py)."""
-    from .fid import extract_features, fid_from_features
-
     real_batches = (load_image(path)[None] for path in tqdm(real_images, desc="FID real images"))
     real_features = extract_features(real_batches, inception, device)  # (N_real, 2048)
     results = {}

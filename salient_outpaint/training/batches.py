@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from ..data.shards import ShardDataset
+from ..seeds import EPOCH_ORDER, TRAINING_SAMPLE, stream_generator
 from .config import TrainConfig
 from .distributed import Process
 

@@ -14,6 +14,7 @@ import torch
 
 from ..data.images import load_image, load_mask, make_grid, mask_as_image, resize_shorter_side, save_image
 from ..data.masks import binarize
+from ..inputs import check_mask_size
 from ..modules.models import Models
 from ..options import SamplingOptions
 from ..pipeline import OutpaintPipeline
@@ -35,9 +36,8 @@ def user_items(images: tuple[str, ...], masks: tuple[str, ...], prompts: tuple[s
     items = []
     for index, (image_path, mask_path) in enumerate(zip(images, masks)):
         image, mask = load_image(image_path), load_mask(mask_path)  # (3, H, W), (1, H, W)
-        if image.shape[-2:] != mask.shape[-2:]:
-            raise ValueError(f"--validation-mask {mask_path} is {tuple(mask.shape[-2:])} (height, width) but its "
-                             f"--validation-image {image_path} is {tuple(image.shape[-2:])}; they must match")
+        check_mask_size(mask.shape[-2:], image.shape[-2:], mask=f"--validation-mask {mask_path}",
+                        image=f"its --validation-image {image_path}")
         image, mask = centre_square(image, mask, size)
         items.append({"image": image, "mask": mask, "caption": prompts[index] if prompts else ""})
     return items
