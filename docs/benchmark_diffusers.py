@@ -57,7 +57,7 @@ def timed(function) -> float:
 
 
 def train_steps(networks: dict, steps: int) -> float:
-    """What our `train` item times (training/benchmark.py): ControlNet training steps at 64x64 pixels,
+    """What our `train` item times (training/loop.py: benchmark): ControlNet training steps at 64x64 pixels,
     batch 1, fp32 AdamW on the ControlNet, the rest frozen, each step encoding its image and masked image
     with the VAE and its caption with the text encoder (our benchmark turns off the trainer's cache of
     caption embeddings: a real dataset's captions are new at each step); seconds per step over `steps`

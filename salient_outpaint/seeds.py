@@ -7,10 +7,10 @@ A stream's seed is a polynomial in its keys, by Horner's rule over the stream's 
 distinct for distinct keys while each later key stays below the multiplier it follows (the
 multipliers are primes far above any epoch, position or index). The streams and their keys:
 
-    EPOCH_ORDER      (seed, epoch)                       the order of the items (training/sampler.py) and
+    EPOCH_ORDER      (seed, epoch)                       the order of the items (training/batches.py) and
                                                          of the tar shards (data/shards/) in an epoch
     TRAINING_SAMPLE  (seed + 1, position)                every draw of one training sample: noise, timestep,
-                                                         random masks (training/sampler.py)
+                                                         random masks (training/batches.py)
     AUGMENTATION     (seed, epoch, index)                an item's crop and flip (data/augment.py)
     TOY_SCENE        (seed, split offset, epoch, index)  a toy-world scene (data/synthetic.py)
 

@@ -1,4 +1,4 @@
-"""One run per output folder (training/run_lock.py)."""
+"""One run per output folder (training/run_folder.py)."""
 import json
 import socket
 import subprocess

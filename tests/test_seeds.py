@@ -12,9 +12,9 @@ KEYS = [(seed, epoch, index) for seed in SEEDS for epoch, index in ((0, 0), (1, 
 
 # (stream, keys of it from (seed, epoch, index), the formula it was written with)
 FORMULAS = {
-    "epoch order (training/sampler.py, data/shards.py)":
+    "epoch order (training/batches.py, data/shards/)":
         (EPOCH_ORDER, lambda seed, epoch, index: (seed, epoch), lambda seed, epoch, index: seed * 1_000_003 + epoch),
-    "training sample (training/sampler.py)":
+    "training sample (training/batches.py)":
         (TRAINING_SAMPLE, lambda seed, epoch, index: (seed + 1, index),
          lambda seed, epoch, index: (seed + 1) * 2_654_435_761 + index),
     "augmentation (data/augment.py)":
