@@ -32,7 +32,7 @@ The ControlNet keeps the object from growing past its outline; tick *compare* to
 
 @contextmanager
 def shown_in_page():
-    """Input errors become one-line gr.Error messages; warnings (a binarised mask, a truncated prompt)
+    """Input errors become one-line gr.Error messages; warnings (a truncated prompt, an animated file)
     become gr.Warning toasts."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
