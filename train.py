@@ -30,7 +30,8 @@ import json
 import sys
 
 from salient_outpaint.config import CONTROL_IMAGES, PRESETS
-from salient_outpaint.training.config import STAGES, TrainConfig, flag
+from salient_outpaint.inputs import flag
+from salient_outpaint.training.config import STAGES, TrainConfig
 from salient_outpaint.training.loop import benchmark, precompute, train
 
 HELP = {

@@ -1,7 +1,13 @@
 """Input refused alike wherever it arrives (the options, the pipeline, sample.py's batches, the app, the
-training data): InputError, whose one-line message says what to change, and the one check that a mask fits
-its image. Below every module that refuses input, so that each can raise it without importing the others."""
+training data): InputError, whose one-line message says what to change, the one check that a mask fits
+its image, and how a message names an option on the command line. Below every module that refuses input,
+so that each can raise it without importing the others."""
 from __future__ import annotations
+
+
+def flag(field: str) -> str:
+    """The command-line flag of an option's field: control_scale -> --control-scale."""
+    return "--" + field.replace("_", "-")
 
 
 class InputError(ValueError):

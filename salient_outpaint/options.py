@@ -11,15 +11,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .config import PRESETS
-from .inputs import InputError
+from .inputs import InputError, flag
 from .sampling import SAMPLERS
 from .sampling.schedule import most_steps
 
 MAX_STEPS = min(most_steps(config.schedule.num_train_timesteps) for config in PRESETS.values())  # 999
-
-
-def as_flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
 
 
 class OptionError(InputError):
@@ -31,7 +27,7 @@ class OptionError(InputError):
 
     def with_flags(self) -> str:
         """The message as a command line says it: control_scale -> --control-scale."""
-        return self.sentence(as_flag)
+        return self.sentence(flag)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from ..config import PRESETS, ModelConfig, variant
+from ..inputs import flag
 from ..precision import DTYPES, resolve_dtype
 
 STAGES = ("vae", "unet", "controlnet")
@@ -69,7 +70,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be {', '.join(DTYPES)}, not {value!r}")
         for name in ("steps", "batch_size", "grad_accumulation", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+                raise ValueError(f"{flag(name)} must be at least 1, not {getattr(self, name)}")
         if self.num_workers < 0:
             raise ValueError(f"--num-workers must be 0 or more, not {self.num_workers}")
         if self.log_to not in LOG_SINKS:
@@ -112,10 +113,6 @@ LOG_SINKS = ("", "tensorboard")
 CHANGEABLE_ON_RESUME = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "validate_every",
                         "validation_image", "validation_mask", "validation_prompt", "log_to", "num_workers",
                         "skip_data_check", "gradient_checkpointing", "out_dir", "resume")
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def shown(value) -> str:

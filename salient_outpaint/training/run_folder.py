@@ -31,8 +31,9 @@ from typing import Callable, Iterator
 import torch
 
 from ..files import atomic_write, remove_temporary_files
+from ..inputs import flag
 from . import distributed
-from .config import CHANGEABLE_ON_RESUME, TrainConfig, flag, resume_conflicts
+from .config import CHANGEABLE_ON_RESUME, TrainConfig, resume_conflicts
 from .state import checkpoints_in, load_training_state
 
 LOCK_NAME = "run.lock"
