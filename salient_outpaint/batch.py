@@ -165,7 +165,7 @@ def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], out: Path, num_images
                         written += 1
                     progress.update(count)
                     summary.images += count
-            except (FileNotFoundError, ValueError) as error:  # errors.InputError is a ValueError
+            except (FileNotFoundError, ValueError) as error:  # inputs.InputError is a ValueError
                 summary.failed.append((job.name, str(error)))
                 progress.update(num_images - written)
                 tqdm.write(f"error: {job.image}: {error}; skipped", file=sys.stderr)

@@ -125,7 +125,7 @@ def distance_to_background(mask: torch.Tensor) -> torch.Tensor:
     over all rows of (that row distance)^2 + (row offset)^2.
     """
     check_bool_mask(mask, "mask")
-    padded = torch.nn.functional.pad(mask, (1, 1, 1, 1), value=False)  # (H+2, W+2): a background frame
+    padded = F.pad(mask, (1, 1, 1, 1), value=False)  # (H+2, W+2): a background frame
     height, width = padded.shape
     columns = torch.arange(width).expand(height, width)
     background = ~padded
