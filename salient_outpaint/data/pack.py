@@ -1,4 +1,4 @@
-"""Packing datasets into tar shards (the format and its reader: shards.py), run as
+"""Packing datasets into tar shards (the format and its reader: shards/), run as
 
     python -m salient_outpaint.data.shards pack --data SPEC [SPEC ...] --out DIR [--shard-size N]
 

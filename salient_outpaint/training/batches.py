@@ -7,7 +7,7 @@ of epoch e = p div N, each epoch shuffled with its own seed. Step s consumes the
 contiguous slices per micro-step and rank. So a resumed run, or the same global batch on any
 number of processes, sees exactly the same items, and every per-sample random draw (noise,
 timestep, random masks) is keyed by its position too (`sample_generator`). Tar shards are read
-as a fixed stretch of each process's stream instead (data/shards.py).
+as a fixed stretch of each process's stream instead (data/shards/).
 
 Which DataLoader worker reads a micro-batch does not matter, so `--num-workers` changes how soon
 batches are ready, never what they hold, and a resumed run starts reading at its step:
