@@ -64,7 +64,7 @@ def find_layout(root: str | Path) -> Layout:
     if not root.is_dir():
         raise FileNotFoundError(f"the dataset folder {root} does not exist")
     for images, masks in FOLDER_LAYOUTS:
-        layout = Layout(root / images if images != "." else root, root / masks if masks != "." else root)
+        layout = Layout(root / images, root / masks)  # root / "." is root
         if layout.side_by_side and holds_pairs_side_by_side(layout.images_folder):
             return layout
         if not layout.side_by_side and layout.images_folder.is_dir() and layout.masks_folder.is_dir():
