@@ -4,9 +4,10 @@
 
 open_clip builds the model with random weights (pretrained=None: nothing downloaded; speed does not depend
 on the weights' values; the decoder's output projection, which open_clip builds as zeros, is drawn at random
-so that the decoder does not pick the pad token, which ends a greedy caption, at its first step). Greedy decoding, the stop token suppressed until the 20th token (min_length 20,
-max_length 21: the start token and 20 decoded tokens, the last the stop token), so every caption costs the
-same 20 decoder steps whatever the weights say. Timed: the image encoding and the 20 steps of a batch of
+so that the decoder does not pick the pad token, which ends a greedy caption, at its first step). Greedy
+decoding, the stop token suppressed until the 20th token (min_length 20, max_length 21: the start token
+and 20 decoded tokens, the last the stop token), so every caption costs the same 20 decoder steps
+whatever the weights say. Timed: the image encoding and the 20 steps of a batch of
 random 224 x 224 images (the model's preprocessing is not timed), after one warm-up batch; the median batch
 is reported per image.
 """

@@ -60,6 +60,16 @@ def test_decoding_equals_open_clip_generate_token_for_token(model, name):
         assert all(token == PAD for token in reference[len(text):])  # open_clip pads the shorter rows
 
 
+def test_open_clips_default_groups_repeat_one_search_of_two_beams(model):
+    """open_clip sets no diversity penalty, so its 6 beams in 3 groups are 3 copies of a 2-beam search
+    (what docs/datasets.md tells users: --beams 2 gives its captions at a third of the cost)."""
+    case = FIXTURES["cases"]["beam_default_groups"]
+    pixels = tiny_pixels(len(case["tokens"]))
+    texts = decode(next_scores_of(model, pixels), prompts(case, len(pixels)),
+                   Decoding(beams=2, max_length=case["arguments"]["seq_len"]), STOP, PAD)
+    assert texts == [reference[:len(text)] for text, reference in zip(texts, case["tokens"])]
+
+
 def test_the_fixtures_end_texts_at_various_lengths():
     """The references exercise stopping: some texts end early, some run to the maximum length."""
     for case in FIXTURES["cases"].values():

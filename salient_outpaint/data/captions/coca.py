@@ -33,8 +33,8 @@ class CocaCaptioner:
         self.start, self.stop, self.pad = tokenizer.sot_token_id, tokenizer.eot_token_id, model.pad_id
         self.prompt = [self.start] + tokenizer.encode(prefix)  # the start token, then the prefix's tokens
         if len(self.prompt) + 1 >= decoding.max_length:
-            raise ValueError(f"the prefix {prefix!r} takes {len(self.prompt) - 1} tokens, which leaves no room "
-                             f"within the maximum length of {decoding.max_length} tokens; raise it or shorten the prefix")
+            raise ValueError(f"the --prefix {prefix!r} takes {len(self.prompt) - 1} tokens, which leaves no room "
+                             f"within --max-length {decoding.max_length}; raise it or shorten the prefix")
         if decoding.max_length > model.context_length:
             raise ValueError(f"the maximum length must be at most {model.context_length} tokens, the text context of "
                              f"this CoCa model, not {decoding.max_length}")
