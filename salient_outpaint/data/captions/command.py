@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ...inputs import flag
+from ..layouts import dataset_images
 from .coca import DEFAULT_MODEL, CocaCaptioner, load_coca
 from .decoding import Decoding
 from .folder import caption_folder, check_batch_size, missing_captions
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
             if getattr(args, name) is None:
                 raise ValueError(f"give {flag(name)} FILE (or --check CAPTIONS to check a captions file)")
         check_batch_size(args.batch_size)
+        dataset_images(args.root)  # a wrong folder is refused before the model loads
         decoding = Decoding(beams=args.beams, beam_groups=args.beam_groups, max_length=args.max_length,
                             repetition_penalty=args.repetition_penalty)
         model, preprocess, tokenizer = load_coca(args.model, args.weights, torch.device(args.device))
