@@ -71,12 +71,13 @@ def cut_torn_line(path: str | Path, is_whole: Callable[[bytes], bool]) -> bool:
     if not data or data.endswith(b"\n"):
         return False
     start = data.rfind(b"\n") + 1
+    whole = is_whole(data[start:])
     with open(path, "r+b") as file:
-        if is_whole(data[start:]):
+        if whole:
             file.seek(len(data))
             file.write(b"\n")
         else:
             file.truncate(start)
         file.flush()
         os.fsync(file.fileno())
-    return not is_whole(data[start:])
+    return not whole
