@@ -19,11 +19,9 @@ from torch.utils.data import Dataset
 from ..inputs import check_mask_size
 from .augment import augment, item_generator
 from .check import pairs_problems
-from .images import IMAGE_SUFFIXES, images_in, load_image, load_mask
+from .images import IMAGE_SUFFIXES, load_image, load_mask
+from .layouts import dataset_images
 
-# (images, masks) sub-folder names: ours, DUTS training and test sets, DIS5K
-FOLDER_LAYOUTS = (("images", "masks"), ("DUTS-TR-Image", "DUTS-TR-Mask"), ("DUTS-TE-Image", "DUTS-TE-Mask"),
-                  ("im", "gt"))
 SHOWN = 5  # how many offending files an error message lists
 
 
@@ -84,16 +82,10 @@ def load_captions(path: str | Path) -> dict[str, list[str]]:
     return captions
 
 
-def find_layout(root: Path) -> tuple[Path, Path]:
-    """The (images, masks) sub-folders of a salient-object dataset."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"the dataset folder {root} does not exist")
-    for images, masks in FOLDER_LAYOUTS:
-        if (root / images).is_dir() and (root / masks).is_dir():
-            return root / images, root / masks
-    expected = ", ".join(f"{images}/ + {masks}/" for images, masks in FOLDER_LAYOUTS)
-    raise FileNotFoundError(f"{root} is not a salient-object folder: expected the sub-folders {expected}; "
-                            "for another layout put (or link) its images in images/ and its masks in masks/")
+def uncaptioned_images(images: list[Path], captions: dict[str, list[str]]) -> list[Path]:
+    """The images without a caption in `captions` (stem -> captions, see load_captions): what the data
+    refuses before training, and what `python -m salient_outpaint.data.captions --check` lists."""
+    return [image for image in images if not captions.get(image.stem)]
 
 
 def pair_masks(images: list[Path], masks_folder: Path) -> list[tuple[Path, Path]]:
@@ -134,26 +126,24 @@ class PairedDataset(Dataset):
 
 
 class SalientFolderDataset(PairedDataset):
-    """ROOT/images/<name>.jpg + ROOT/masks/<name>.png, or the DUTS and DIS5K folder names (FOLDER_LAYOUTS).
-    Without captions every caption is empty; with them (stem -> captions, see load_captions) every
-    image must have at least one."""
+    """A salient-object folder in any layout of layouts.py (ROOT/images/<name>.jpg + ROOT/masks/<name>.png,
+    DUTS, DIS5K, MSRA-10K ...). Without captions every caption is empty; with them (stem -> captions,
+    see load_captions) every image must have at least one."""
 
     def __init__(self, root: str | Path, size: int, captions: dict[str, list[str]] | None = None, seed: int = 0):
-        images_folder, masks_folder = find_layout(Path(root))
-        images = images_in(images_folder)
-        if not images:
-            raise FileNotFoundError(f"{images_folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        layout, images = dataset_images(root)
         if captions is None:
             caption_lists = [[] for _ in images]
         else:
             captions = as_caption_lists(captions)
-            uncaptioned = [image.name for image in images if not captions.get(image.stem)]
+            uncaptioned = uncaptioned_images(images, captions)
             if uncaptioned:
-                raise ValueError(f"{len(uncaptioned)} of {len(images)} image(s) in {images_folder} have no caption "
-                                 f"in the captions file: {', '.join(uncaptioned[:SHOWN])}; caption every image "
-                                 "(or give no captions file to train without text)")
+                shown = ", ".join(image.name for image in uncaptioned[:SHOWN])
+                raise ValueError(f"{len(uncaptioned)} of {len(images)} image(s) in {layout.images_folder} have no "
+                                 f"caption in the captions file: {shown}; caption every image (python -m "
+                                 "salient_outpaint.data.captions), or give no captions file to train without text")
             caption_lists = [captions[image.stem] for image in images]
-        super().__init__(pair_masks(images, masks_folder), caption_lists, size, seed)
+        super().__init__(layout.pairs(), caption_lists, size, seed)
 
 
 def read_coco_captions(captions_json: Path) -> tuple[list[dict], dict[int, list[str]]]:
