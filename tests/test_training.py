@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 import train as train_cli
 from salient_outpaint.data.images import load_image, load_mask
-from salient_outpaint.training import distributed
+from salient_outpaint import distributed
 from salient_outpaint.training.loop import Trainer, peak_memory_mb
 from salient_outpaint.training.state import load_training_state
 from salient_outpaint.training.validation import centre_square
