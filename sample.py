@@ -34,7 +34,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from salient_outpaint import distributed
-from salient_outpaint.batch import combine, jobs_from_images, jobs_from_manifest, plan_batch, run_batch
+from salient_outpaint.batch import jobs_from_images, jobs_from_manifest, plan_batch, run_batch
 from salient_outpaint.checkpoints import CheckpointError
 from salient_outpaint.config import PRESETS
 from salient_outpaint.device import check_device, default_device
@@ -218,7 +218,6 @@ def generate(args) -> int:
                             batch_size=args.batch_size, options=options, negative_prompt=args.negative_prompt,
                             seed=args.seed, resolution=args.resolution, raw=args.raw, find_mask=mask_finder(args),
                             process=process)
-        summary = combine(distributed.gather(process, summary), jobs)
     except distributed.PeerLost as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

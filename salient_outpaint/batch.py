@@ -30,7 +30,7 @@ from tqdm import tqdm
 from .data.images import (IMAGE_SUFFIXES, NoMaskInImage, images_in, load_image, load_mask,
                           load_rgba_as_image_and_mask, make_grid, mask_as_image, save_image)
 from .data.manifest import read_manifest
-from .distributed import Process, single_process
+from .distributed import Process, gather, single_process
 from .options import SamplingOptions
 from .output_settings import differences, read_record, write_record
 from .photo import outpaint_photo, resize, working_size
@@ -174,8 +174,8 @@ def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], todo: list[int], out:
               seed: int = 0, resolution: int | None = None, raw: bool = False,
               find_mask: MaskFinder | None = None, process: Process = single_process()) -> Summary:
     """This process's share of the jobs `todo` (plan_batch's) into `out`, num_images results each,
-    batch_size at a time: the summary of what it did (rank 0's also lists the jobs skipped). One progress
-    bar for all processes, on rank 0. A mask made by the segmenter is written beside them as <name>_mask.png."""
+    batch_size at a time; returns, on every process, the summary of the whole run (a peer that died:
+    distributed.PeerLost). One progress bar for all processes, on rank 0. A mask made by the segmenter is written beside them as <name>_mask.png."""
     to_do = set(todo)
     summary = Summary(skipped=[job.name for index, job in enumerate(jobs) if index not in to_do]
                       if process.is_main else [])
@@ -211,4 +211,6 @@ def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], todo: list[int], out:
                 continue
             save_image(make_grid(shown, columns=len(shown)), grid_path(out, job.name))
             summary.done.append(job.name)
+        summary = combine(gather(process, summary), jobs)  # waits for the slowest process
+        progress.update(0)  # the bar at the run's final count
     return summary
