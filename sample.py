@@ -21,7 +21,7 @@ inputs whose outputs are there already, made alike, are skipped (--overwrite to 
 0: all done; 1: some inputs failed (listed); 2: nothing was done.
 
   torchrun --nproc_per_node 4 sample.py --image photos/ --mask masks/ --prompt "..." --device cuda ...
-      # each process takes every 4th input, on the GPU of its LOCAL_RANK; one summary (docs/sampling.md)
+      # the inputs shared by 4 processes, one GPU each (LOCAL_RANK); one summary (docs/sampling.md)
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from salient_outpaint.modules.models import compile_models
 from salient_outpaint.options import SAMPLING_PRESETS, OptionError, SamplingOptions
 from salient_outpaint.output_settings import weights_fingerprint
 from salient_outpaint.pipeline import OutpaintPipeline
-from salient_outpaint.precision import add_dtype_argument, resolve_dtype
+from salient_outpaint.precision import add_dtype_argument, default_dtype
 from salient_outpaint.sampling import SAMPLERS
 from salient_outpaint.segmentation import SEGMENTERS, SegmentPrompt, automatic_mask, make_segmenter
 
@@ -172,11 +172,11 @@ def list_jobs(args):
 
 def output_settings(args, options: SamplingOptions, device) -> dict:
     """What shapes the images, recorded in OUT/settings.json: a rerun skips an input only when these match."""
-    weights = {"checkpoint": args.checkpoint or TOY_WEIGHTS, "controlnet": None if args.no_controlnet else args.controlnet,
-               "mask_weights": args.mask_weights}
+    weights = {"checkpoint": args.checkpoint or TOY_WEIGHTS, "mask_weights": args.mask_weights,
+               "controlnet": None if args.no_controlnet else args.controlnet}
     return {"sampling": asdict(options), "prompt": args.prompt, "negative_prompt": args.negative_prompt,
             "seed": args.seed, "resolution": args.resolution, "raw": args.raw, "preset": args.preset,
-            "dtype": str(resolve_dtype(args.dtype, device)),
+            "dtype": args.dtype or default_dtype(device),
             "masks": {"segmenter": args.segmenter, "point": args.point, "box": args.box,
                       "threshold": args.mask_threshold, "grow": args.mask_grow},
             "weights": {name: weights_fingerprint(path) for name, path in weights.items() if path}}
@@ -203,8 +203,8 @@ def generate(args) -> int:
         process = distributed.start_sharing(args.device)
         jobs = list_jobs(args)
         out = Path(args.out)  # rank 0 checks it before the models load: a wrong --out costs nothing
-        todo = distributed.on_main(process, lambda: plan_batch(jobs, out, output_settings(args, options, process.device),
-                                                               args.num_images, args.overwrite))
+        todo = distributed.on_main(process, lambda: plan_batch(
+            jobs, out, output_settings(args, options, process.device), args.num_images, args.overwrite))
         models = load_models(args.checkpoint, args.controlnet, args.preset, with_controlnet=not args.no_controlnet,
                              dtype=args.dtype, device=process.device)
         if args.compile:
@@ -226,12 +226,10 @@ def generate(args) -> int:
     if process.is_main:
         print(f"wrote {summary.images} images for {len(summary.done)} of {len(jobs)} inputs to {out}"
               + (f"; {len(summary.skipped)} already done, skipped (--overwrite redoes them)" if summary.skipped else ""))
-    if summary.failed:
-        if process.is_main:
+        if summary.failed:
             names = ", ".join(name for name, _ in summary.failed)
             print(f"error: {len(summary.failed)} of {len(jobs)} inputs failed (see above): {names}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if summary.failed else 0
 
 
 def refuse(message: str) -> int:

@@ -1,21 +1,24 @@
 """Many photos through one loaded model: what sample.py does with a file, a folder or a manifest.
 
     inputs --(jobs_from_images / jobs_from_manifest)--> jobs: image, mask, prompt, output name
-    output folder --(prepare_output_folder)--> created and writable, before any model loads
+    output folder --(plan_batch)--> created and writable, its settings record checked, the jobs to
+        do listed, before any model loads
     each job's mask: its file, or else the photo's alpha or plain backdrop, or else a segmenter's
         (find_mask), which is written as OUT/<name>_mask.png
     each job --(photo.outpaint_photo, in micro-batches)--> OUT/<name>_<k>.png, each written as soon
         as it exists, then OUT/<name>_grid.png (input | mask | the first images), written last
 
 A job whose grid and images are all there, made with the same settings (OUT/settings.json, see
-output_settings.py), is skipped, so a batch that crashed resumes where it stopped. A job that cannot be read (a damaged file, a mask of another size) is reported and
-skipped; the rest goes on. Every job draws its noise from the same seed, so a result does not
-depend on which other inputs were in the batch.
+output_settings.py), is skipped, so a batch that crashed resumes where it stopped. A job that cannot
+be read (a damaged file, a mask of another size) is reported and skipped; the rest goes on. Every job
+draws its noise from the same seed, so a result does not depend on which other inputs were in the
+batch, nor on which process made it.
 
 Under torchrun (see distributed.py) rank 0 plans (plan_batch: the folder checked, the jobs to do), then
 the jobs to do are dealt by their place in that list, job i to rank i mod WORLD_SIZE (inputs that
-differ in size even out over many jobs); every process writes the outputs of its own jobs, and rank 0
-gathers the summaries (combine) and shows one progress bar for all of them.
+differ in size even out over many jobs); every process writes the outputs of its own jobs; at the end
+the summaries are gathered into one (combine), which rank 0 prints, and rank 0's progress bar counts
+the images of all of them.
 """
 from __future__ import annotations
 
@@ -171,11 +174,12 @@ def load_job(job: Job, find_mask: MaskFinder | None = None) -> tuple[torch.Tenso
 
 def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], todo: list[int], out: Path, num_images: int,
               batch_size: int, options: SamplingOptions = SamplingOptions(), negative_prompt: str = "",
-              seed: int = 0, resolution: int | None = None, raw: bool = False,
-              find_mask: MaskFinder | None = None, process: Process = single_process()) -> Summary:
+              seed: int = 0, resolution: int | None = None, raw: bool = False, find_mask: MaskFinder | None = None,
+              process: Process = single_process()) -> Summary:
     """This process's share of the jobs `todo` (plan_batch's) into `out`, num_images results each,
     batch_size at a time; returns, on every process, the summary of the whole run (a peer that died:
-    distributed.PeerLost). One progress bar for all processes, on rank 0. A mask made by the segmenter is written beside them as <name>_mask.png."""
+    distributed.PeerLost). One progress bar for all processes, on rank 0. A mask made by the segmenter
+    is written beside the images as <name>_mask.png."""
     to_do = set(todo)
     summary = Summary(skipped=[job.name for index, job in enumerate(jobs) if index not in to_do]
                       if process.is_main else [])

@@ -12,6 +12,7 @@ gradients; sampling (batch.py, evaluation/) only deals out inputs and gathers wh
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, TypeVar
@@ -44,10 +45,12 @@ class PeerLost(RuntimeError):
 
 
 def peer_lost(process: Process, error: Exception) -> PeerLost:
-    """The one line a surviving process ends with: gloo's first line, cut to its end (which names the peer)."""
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    """The one line a surviving process ends with, quoting the first sentence of gloo's own
+    ("Connection closed by peer [10.0.0.2]:4711"), without its source location."""
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    reason = re.sub(r"^\[[^\]]*\]\s*", "", first_line).split(". ")[0]
     return PeerLost(f"process {process.rank} of {process.world_size}: another process of the run stopped "
-                    f"({reason[-160:]}); rerun the same command to finish what is missing")
+                    f"({reason}); rerun the same command to finish what is missing")
 
 
 def single_process() -> Process:

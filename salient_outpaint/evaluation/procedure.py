@@ -21,7 +21,7 @@ from ..loading import TOY_WEIGHTS, load_models
 from ..options import SamplingOptions
 from ..output_settings import weights_fingerprint
 from ..pipeline import OutpaintPipeline
-from ..precision import resolve_dtype
+from ..precision import default_dtype
 from ..segmentation import inspyrenet, make_segmenter, sam
 from . import clip_score, fid_inception, lpips, run
 from .report import summarise
@@ -87,7 +87,7 @@ def generate_methods(generation: Generation, inputs: list[ManifestInput], out: P
         name: weights_fingerprint(path) for name, path in
         (("checkpoint", generation.checkpoint or TOY_WEIGHTS), ("controlnet", generation.controlnet)) if path})
     common = {"seed": generation.seed, "preset": generation.preset, "weights": weights,
-              "dtype": str(resolve_dtype(generation.dtype, device))}
+              "dtype": generation.dtype or default_dtype(device)}
     folders = {}
     for method, options in generation.options.items():
         folders[method] = out / method
