@@ -5,7 +5,6 @@ peer dies; a rerun with any number of processes makes only what is missing.
 The multi-process runs are 2 gloo processes of one thread each (as torchrun runs them) on 6 toy inputs,
 through tests/sample_worker.py, which logs every image each process writes."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
