@@ -35,7 +35,7 @@ from .data.images import (IMAGE_SUFFIXES, NoMaskInImage, images_in, load_image, 
 from .data.manifest import read_manifest
 from .distributed import Process, gather, single_process
 from .options import SamplingOptions
-from .output_settings import differences, read_record, write_record
+from .output_settings import differences, read_record, record_path, write_record
 from .photo import outpaint_photo, resize, working_size
 from .pipeline import OutpaintPipeline
 from .progress import SharedProgress
@@ -135,10 +135,12 @@ def plan_batch(jobs: list[Job], out: Path, settings: dict, num_images: int, over
     mark of being done) is removed first, so that a run stopped midway leaves no old image marked done."""
     prepare_output_folder(out)
     done = {index for index, job in enumerate(jobs) if is_done(out, job, num_images)}
-    changed = differences(read_record(out), settings) if done else []
+    recorded = read_record(out)
+    changed = differences(recorded, settings) if done else []
     if changed and not overwrite:
-        raise ValueError(f"--out {out} holds images made with other settings ({', '.join(changed)} differ, per "
-                         f"{out / 'settings.json'}); give another --out, or --overwrite to redo them")
+        how = (f"made with other settings ({', '.join(changed)} differ, per {record_path(out)})" if recorded else
+               f"but no {record_path(out).name} saying how they were made")
+        raise ValueError(f"--out {out} holds images {how}; give another --out, or --overwrite to redo them")
     write_record(out, settings)
     if overwrite:
         for index in sorted(done):

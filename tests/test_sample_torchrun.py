@@ -223,6 +223,9 @@ def test_a_rerun_with_other_settings_is_refused_and_overwrite_redoes_every_input
     assert sample_cli.main([*arguments, "--steps", "3", "--overwrite"]) == 0 and len(calls) == 6
     assert json.loads((tmp_path / "out" / "settings.json").read_text())["sampling"]["steps"] == 3
     assert sample_cli.main([*arguments, "--steps", "3"]) == 0 and len(calls) == 6
+    (tmp_path / "out" / "settings.json").unlink()  # finished images of unknown making are not taken as done
+    assert sample_cli.main([*arguments, "--steps", "3"]) == 2
+    assert "holds images but no settings.json saying how they were made" in capsys.readouterr().err
 
 
 def test_evaluate_regenerates_the_samples_of_a_folder_made_with_other_settings(tmp_path):
