@@ -152,10 +152,9 @@ def plan_batch(jobs: list[Job], out: Path, settings: dict, num_images: int, over
 def combine(summaries: list[Summary], jobs: list[Job]) -> Summary:
     """The summaries of every process as one, in the order of the jobs."""
     order = {job.name: index for index, job in enumerate(jobs)}
-    by_order = lambda names: sorted(names, key=order.__getitem__)  # noqa: E731
     return Summary(images=sum(summary.images for summary in summaries),
-                   done=by_order(name for summary in summaries for name in summary.done),
-                   skipped=by_order(name for summary in summaries for name in summary.skipped),
+                   done=sorted((name for summary in summaries for name in summary.done), key=order.get),
+                   skipped=sorted((name for summary in summaries for name in summary.skipped), key=order.get),
                    failed=sorted((failure for summary in summaries for failure in summary.failed),
                                  key=lambda failure: order[failure[0]]))
 
