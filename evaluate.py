@@ -16,6 +16,9 @@
   python evaluate.py --inputs manifest.jsonl --generate --checkpoint weights/stable-diffusion-2-inpainting \\
       --controlnet weights/photo-background-generation/controlnet --mask-weights ... --out runs/eval
 
+  # the generation shared by 4 processes, one GPU each (docs/evaluation.md); rank 0 measures
+  torchrun --nproc_per_node 4 evaluate.py --generate --toy 500 --device cuda --out runs/eval_toy
+
 Manifest lines: {"id": "0001", "image": "0001.png", "mask": "0001_mask.png", "prompt": "...",
 "category": "kitchen"} (paths relative to the manifest; id and category optional). Generated images
 are named <id>_<k>.png, k = 0, 1, ...; --generate writes them to OUT/<method>/. Writes OUT/report.json
@@ -33,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from salient_outpaint import distributed
 from salient_outpaint.config import PRESETS
 from salient_outpaint.evaluation.procedure import METHODS, Generation, Metrics, evaluate
 from salient_outpaint.options import OptionError, SamplingOptions
@@ -141,19 +145,32 @@ def main(argv=None) -> int:
             if not args.generated and not args.generate:
                 raise ValueError("nothing to evaluate: give --generated METHOD=DIR ... or --generate")
             to_generate = generation(args)
-            _, report = evaluate(out, manifest=Path(args.inputs) if args.inputs else None, toy=args.toy,
-                                 folders=given_folders(args), generation=to_generate, metrics=metrics(args),
-                                 device=args.device)
+            process = distributed.start_sharing(args.device)  # torchrun: the processes share --generate
+            measured = evaluate(out, manifest=Path(args.inputs) if args.inputs else None, toy=args.toy,
+                                folders=given_folders(args), generation=to_generate, metrics=metrics(args),
+                                device=process.device, process=process)
         except OptionError as error:
-            print(f"error: {error.with_flags()}", file=sys.stderr)
-            return 2
+            return refuse(error.with_flags())
         except (FileNotFoundError, ValueError, KeyError, ImportError) as error:  # CheckpointError is a ValueError
-            message = error.args[0] if isinstance(error, KeyError) and error.args else error
-            print(f"error: {message}", file=sys.stderr)
-            return 2
-    print(report, end="")
+            return refuse(error.args[0] if isinstance(error, KeyError) and error.args else error)
+        except distributed.PeerLost as error:
+            print(f"error: {error}", file=sys.stderr)
+            distributed.stop()
+            return 1
+    distributed.stop()
+    if measured is None:  # a process that only generated: rank 0 reports
+        return 0
+    print(measured[1], end="")
     print(f"wrote {out / 'report.json'} and {out / 'report.md'}")
     return 0
+
+
+def refuse(message) -> int:
+    """One line (from rank 0 alone under torchrun: every process finds the same), exit code 2."""
+    if distributed.launched_as_main():
+        print(f"error: {message}", file=sys.stderr)
+    distributed.stop()
+    return 2
 
 
 if __name__ == "__main__":

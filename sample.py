@@ -16,28 +16,34 @@ else what --segmenter finds (soft, as the authors use it; --mask-threshold/--mas
 a mask the segmenter made is written as <name>_mask.png. Photos of any size are painted at the model's working size
 (--resolution; 512 px for SD2) and come back at their own size with their own object pixels; --raw
 keeps the model's output at the working size. Writes <name>_<k>.png and <name>_grid.png (input |
-mask | results) per input to --out; inputs whose outputs are there already are skipped (--overwrite
-to redo them). Exit code 0: all done; 1: some inputs failed (listed); 2: nothing was done.
+mask | results) per input to --out, and OUT/settings.json, the options and weights they were made with;
+inputs whose outputs are there already, made alike, are skipped (--overwrite to redo them). Exit code
+0: all done; 1: some inputs failed (listed); 2: nothing was done.
+
+  torchrun --nproc_per_node 4 sample.py --image photos/ --mask masks/ --prompt "..." --device cuda ...
+      # the inputs shared by 4 processes, one GPU each (LOCAL_RANK); one summary (docs/sampling.md)
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import warnings
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
-from salient_outpaint.batch import jobs_from_images, jobs_from_manifest, prepare_output_folder, run_batch
+from salient_outpaint import distributed
+from salient_outpaint.batch import jobs_from_images, jobs_from_manifest, plan_batch, run_batch
 from salient_outpaint.checkpoints import CheckpointError
 from salient_outpaint.config import PRESETS
 from salient_outpaint.device import check_device, default_device
 from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS, load_models
 from salient_outpaint.modules.models import compile_models
 from salient_outpaint.options import SAMPLING_PRESETS, OptionError, SamplingOptions
+from salient_outpaint.output_settings import weights_fingerprint
 from salient_outpaint.pipeline import OutpaintPipeline
-from salient_outpaint.precision import add_dtype_argument
+from salient_outpaint.precision import add_dtype_argument, default_dtype
 from salient_outpaint.sampling import SAMPLERS
 from salient_outpaint.segmentation import SEGMENTERS, SegmentPrompt, automatic_mask, make_segmenter
 
@@ -164,6 +170,18 @@ def list_jobs(args):
     return jobs_from_images(TOY_EXAMPLE / "object.png", Path(args.mask or TOY_EXAMPLE / "mask.png"), prompt)
 
 
+def output_settings(args, options: SamplingOptions, device) -> dict:
+    """What shapes the images, recorded in OUT/settings.json: a rerun skips an input only when these match."""
+    weights = {"checkpoint": args.checkpoint or TOY_WEIGHTS, "mask_weights": args.mask_weights,
+               "controlnet": None if args.no_controlnet else args.controlnet}
+    return {"sampling": asdict(options), "prompt": args.prompt, "negative_prompt": args.negative_prompt,
+            "seed": args.seed, "resolution": args.resolution, "raw": args.raw, "preset": args.preset,
+            "dtype": args.dtype or default_dtype(device),
+            "masks": {"segmenter": args.segmenter, "point": args.point, "box": args.box,
+                      "threshold": args.mask_threshold, "grow": args.mask_grow},
+            "weights": {name: weights_fingerprint(path) for name, path in weights.items() if path}}
+
+
 def mask_finder(args):
     """(image, path) -> object mask, for photos without one: --segmenter, loaded when a photo first needs it."""
     prompt = SegmentPrompt(points=tuple(args.point), box=args.box)
@@ -178,32 +196,49 @@ def mask_finder(args):
 
 
 def generate(args) -> int:
+    """One process, or one of several under torchrun: each makes its share, rank 0 speaks for the run."""
     try:
         options = sampling_options(args)
         check_args(args)
+        process = distributed.start_sharing(args.device)
         jobs = list_jobs(args)
-        out = prepare_output_folder(Path(args.out))  # before the models: a wrong --out costs nothing
+        out = Path(args.out)  # rank 0 checks it before the models load: a wrong --out costs nothing
+        todo = distributed.on_main(process, lambda: plan_batch(
+            jobs, out, output_settings(args, options, process.device), args.num_images, args.overwrite))
         models = load_models(args.checkpoint, args.controlnet, args.preset, with_controlnet=not args.no_controlnet,
-                             dtype=args.dtype, device=args.device)
+                             dtype=args.dtype, device=process.device)
         if args.compile:
             compile_models(models)
     except OptionError as error:
-        print(f"error: {error.with_flags()}", file=sys.stderr)
-        return 2
+        return refuse(error.with_flags())
     except (CheckpointError, FileNotFoundError, ValueError) as error:
+        return refuse(str(error))
+    try:
+        summary = run_batch(OutpaintPipeline(models, process.device), jobs, todo, out, num_images=args.num_images,
+                            batch_size=args.batch_size, options=options, negative_prompt=args.negative_prompt,
+                            seed=args.seed, resolution=args.resolution, raw=args.raw, find_mask=mask_finder(args),
+                            process=process)
+    except distributed.PeerLost as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    summary = run_batch(OutpaintPipeline(models, args.device), jobs, out, num_images=args.num_images,
-                        batch_size=args.batch_size, options=options, negative_prompt=args.negative_prompt,
-                        seed=args.seed, resolution=args.resolution, raw=args.raw, overwrite=args.overwrite,
-                        find_mask=mask_finder(args))
-    print(f"wrote {summary.images} images for {len(summary.done)} of {len(jobs)} inputs to {out}"
-          + (f"; {len(summary.skipped)} already done, skipped (--overwrite redoes them)" if summary.skipped else ""))
-    if summary.failed:
-        names = ", ".join(name for name, _ in summary.failed)
-        print(f"error: {len(summary.failed)} of {len(jobs)} inputs failed (see above): {names}", file=sys.stderr)
         return 1
-    return 0
+    finally:
+        distributed.stop()
+    if process.is_main:
+        print(f"wrote {summary.images} images for {len(summary.done)} of {len(jobs)} inputs to {out}"
+              + (f"; {len(summary.skipped)} already done, skipped (--overwrite redoes them)" if summary.skipped else ""))
+        if summary.failed:
+            names = ", ".join(name for name, _ in summary.failed)
+            print(f"error: {len(summary.failed)} of {len(jobs)} inputs failed (see above): {names}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def refuse(message: str) -> int:
+    """A flag or an input that stops the run before any work: one line (from rank 0 alone: every process
+    finds the same), exit code 2."""
+    if distributed.launched_as_main():
+        print(f"error: {message}", file=sys.stderr)
+    distributed.stop()
+    return 2
 
 
 def main(argv=None) -> int:

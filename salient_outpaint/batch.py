@@ -1,16 +1,24 @@
 """Many photos through one loaded model: what sample.py does with a file, a folder or a manifest.
 
     inputs --(jobs_from_images / jobs_from_manifest)--> jobs: image, mask, prompt, output name
-    output folder --(prepare_output_folder)--> created and writable, before any model loads
+    output folder --(plan_batch)--> created and writable, its settings record checked, the jobs to
+        do listed, before any model loads
     each job's mask: its file, or else the photo's alpha or plain backdrop, or else a segmenter's
         (find_mask), which is written as OUT/<name>_mask.png
     each job --(photo.outpaint_photo, in micro-batches)--> OUT/<name>_<k>.png, each written as soon
         as it exists, then OUT/<name>_grid.png (input | mask | the first images), written last
 
-A job whose grid and images are all there is skipped, so a batch that crashed resumes where it
-stopped. A job that cannot be read (a damaged file, a mask of another size) is reported and
-skipped; the rest goes on. Every job draws its noise from the same seed, so a result does not
-depend on which other inputs were in the batch.
+A job whose grid and images are all there, made with the same settings (OUT/settings.json, see
+output_settings.py), is skipped, so a batch that crashed resumes where it stopped. A job that cannot
+be read (a damaged file, a mask of another size) is reported and skipped; the rest goes on. Every job
+draws its noise from the same seed, so a result does not depend on which other inputs were in the
+batch, nor on which process made it.
+
+Under torchrun (see distributed.py) rank 0 plans (plan_batch: the folder checked, the jobs to do), then
+the jobs to do are dealt by their place in that list, job i to rank i mod WORLD_SIZE (inputs that
+differ in size even out over many jobs); every process writes the outputs of its own jobs; at the end
+the summaries are gathered into one (combine), which rank 0 prints, and rank 0's progress bar counts
+the images of all of them.
 """
 from __future__ import annotations
 
@@ -25,9 +33,12 @@ from tqdm import tqdm
 from .data.images import (IMAGE_SUFFIXES, NoMaskInImage, images_in, load_image, load_mask,
                           load_rgba_as_image_and_mask, make_grid, mask_as_image, save_image)
 from .data.manifest import read_manifest
+from .distributed import Process, gather, single_process
 from .options import SamplingOptions
+from .output_settings import differences, read_record, record_path, write_record
 from .photo import outpaint_photo, resize, working_size
 from .pipeline import OutpaintPipeline
+from .progress import SharedProgress
 
 GRID_IMAGES = 8  # results shown in a grid; more would make it unwieldy, and all are written anyway
 MaskFinder = Callable[[torch.Tensor, Path], torch.Tensor]  # (image (3, H, W), its path) -> (1, H, W) in [0, 1]
@@ -117,6 +128,37 @@ def is_done(out: Path, job: Job, num_images: int) -> bool:
     return all(path.is_file() for path in paths)
 
 
+def plan_batch(jobs: list[Job], out: Path, settings: dict, num_images: int, overwrite: bool = False) -> list[int]:
+    """The indices of the jobs to do, after the output folder is made ready: created and writable, its
+    settings record the same as `settings` (images made otherwise are refused, or with --overwrite
+    redone), and written. With --overwrite every job is to do, and the grid of each finished one (its
+    mark of being done) is removed first, so that a run stopped midway leaves no old image marked done."""
+    prepare_output_folder(out)
+    done = {index for index, job in enumerate(jobs) if is_done(out, job, num_images)}
+    recorded = read_record(out)
+    changed = differences(recorded, settings) if done else []
+    if changed and not overwrite:
+        how = (f"made with other settings ({', '.join(changed)} differ, per {record_path(out)})" if recorded else
+               f"but no {record_path(out).name} saying how they were made")
+        raise ValueError(f"--out {out} holds images {how}; give another --out, or --overwrite to redo them")
+    write_record(out, settings)
+    if overwrite:
+        for index in sorted(done):
+            grid_path(out, jobs[index].name).unlink()
+        return list(range(len(jobs)))
+    return [index for index in range(len(jobs)) if index not in done]
+
+
+def combine(summaries: list[Summary], jobs: list[Job]) -> Summary:
+    """The summaries of every process as one, in the order of the jobs."""
+    order = {job.name: index for index, job in enumerate(jobs)}
+    return Summary(images=sum(summary.images for summary in summaries),
+                   done=sorted((name for summary in summaries for name in summary.done), key=order.get),
+                   skipped=sorted((name for summary in summaries for name in summary.skipped), key=order.get),
+                   failed=sorted((failure for summary in summaries for failure in summary.failed),
+                                 key=lambda failure: order[failure[0]]))
+
+
 def load_job(job: Job, find_mask: MaskFinder | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """(3, H, W) in [-1, 1], (1, H, W) in [0, 1], and whether a segmenter made the mask. Without a mask
     file: the alpha channel, the plain backdrop, or else what `find_mask` finds."""
@@ -131,20 +173,22 @@ def load_job(job: Job, find_mask: MaskFinder | None = None) -> tuple[torch.Tenso
     return image, find_mask(image, job.image), True
 
 
-def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], out: Path, num_images: int, batch_size: int,
-              options: SamplingOptions = SamplingOptions(), negative_prompt: str = "", seed: int = 0,
-              resolution: int | None = None, raw: bool = False, overwrite: bool = False,
-              find_mask: MaskFinder | None = None) -> Summary:
-    """Every job's num_images results into `out`, batch_size at a time; one progress bar for all. A mask
-    made by the segmenter is written beside them as <name>_mask.png."""
-    summary = Summary()
+def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], todo: list[int], out: Path, num_images: int,
+              batch_size: int, options: SamplingOptions = SamplingOptions(), negative_prompt: str = "",
+              seed: int = 0, resolution: int | None = None, raw: bool = False, find_mask: MaskFinder | None = None,
+              process: Process = single_process()) -> Summary:
+    """This process's share of the jobs `todo` (plan_batch's) into `out`, num_images results each,
+    batch_size at a time; returns, on every process, the summary of the whole run (a peer that died:
+    distributed.PeerLost). One progress bar for all processes, on rank 0. A mask made by the segmenter
+    is written beside the images as <name>_mask.png."""
+    to_do = set(todo)
+    summary = Summary(skipped=[job.name for index, job in enumerate(jobs) if index not in to_do]
+                      if process.is_main else [])
     area_side = resolution or pipeline.models.config.image_size
-    with tqdm(total=len(jobs) * num_images, unit="image", desc="outpaint") as progress:
-        for job in jobs:
-            if not overwrite and is_done(out, job, num_images):
-                summary.skipped.append(job.name)
-                progress.update(num_images)
-                continue
+    with SharedProgress(process, total=len(jobs) * num_images, desc="outpaint") as progress:
+        progress.update(len(summary.skipped) * num_images)
+        for index in todo[process.rank::process.world_size]:
+            job = jobs[index]
             progress.set_postfix_str(job.image.name)
             written = 0
             try:
@@ -172,4 +216,6 @@ def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], out: Path, num_images
                 continue
             save_image(make_grid(shown, columns=len(shown)), grid_path(out, job.name))
             summary.done.append(job.name)
+        summary = combine(gather(process, summary), jobs)  # waits for the slowest process
+        progress.update(0)  # the bar at the run's final count
     return summary

@@ -1,5 +1,7 @@
 """Helpers that more than one test module uses: image and folder makers, a TOY training run, and the TOY
-U-Net with and without its ControlNet."""
+U-Net with and without its ControlNet, and what a test that launches processes needs."""
+import os
+import socket
 from dataclasses import replace
 
 import torch
@@ -90,3 +92,12 @@ def toy_unet_with_and_without_controlnet(networks, timesteps):
         residuals = networks.controlnet(latent_input, timesteps, context, torch.rand(2, 3, 64, 64))
         controlled = networks.unet(latent_input, timesteps, context, residuals)
         return controlled, networks.unet(latent_input, timesteps, context)
+
+
+SINGLE_THREADED = {**os.environ, "OMP_NUM_THREADS": "1"}  # as torchrun runs each process: alike rounding
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]

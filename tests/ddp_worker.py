@@ -10,7 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train as train_cli  # noqa: E402
-from salient_outpaint.training import distributed  # noqa: E402
+from salient_outpaint import distributed  # noqa: E402
 from salient_outpaint.training.loop import Trainer, run  # noqa: E402
 from salient_outpaint.training.run_folder import run_folder  # noqa: E402
 

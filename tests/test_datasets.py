@@ -12,7 +12,7 @@ from salient_outpaint.data.augment import augment, item_generator
 from salient_outpaint.data.check import LISTED, DataCheckError, check_data
 from salient_outpaint.data.datasets import CocoDataset, MixtureDataset, SalientFolderDataset, load_captions
 from salient_outpaint.data.specs import build_dataset
-from salient_outpaint.training import distributed
+from salient_outpaint import distributed
 from salient_outpaint.training.config import TrainConfig
 from salient_outpaint.training.loop import Trainer
 from tests.conftest import salient_folder, take_steps, write_pair

@@ -225,8 +225,8 @@ def test_regenerating_fewer_samples_removes_the_stale_ones(tmp_path):
     def pipeline(image, mask, prompt, num_images, options, generator):
         return torch.zeros(num_images, *image.shape)
 
-    run.generate(pipeline, inputs, tmp_path / "gen", 3, SamplingOptions(), seed=0)
-    run.generate(pipeline, inputs, tmp_path / "gen", 1, SamplingOptions(), seed=0)
+    run.generate(pipeline, inputs, tmp_path / "gen", 3, SamplingOptions(), seed=0, settings={"seed": 0})
+    run.generate(pipeline, inputs, tmp_path / "gen", 1, SamplingOptions(), seed=0, settings={"seed": 0})
     assert [path.name for path in run.generated_samples(tmp_path / "gen", inputs[0])] == ["0_0.png"]
 
 
@@ -240,7 +240,8 @@ def test_generate_mode_on_toy_scenes_compares_with_and_without_controlnet(tmp_pa
     assert len(report["records"]) == 4
     assert all("background_match" in record for record in report["records"])  # toy scenes: prompt following
     for method in ("controlnet", "no-controlnet"):
-        assert sorted(path.name for path in (tmp_path / "eval" / method).iterdir()) == ["0000_0.png", "0001_0.png"]
+        assert sorted(path.name for path in (tmp_path / "eval" / method).iterdir()) == [
+            "0000_0.png", "0001_0.png", "settings.json"]
     assert (tmp_path / "eval" / "inputs" / "manifest.jsonl").is_file()
     assert "Background as prompted" in (tmp_path / "eval" / "report.md").read_text()
 

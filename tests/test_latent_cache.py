@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 import train as train_cli
-from salient_outpaint.training import distributed, latent_cache
+from salient_outpaint import distributed
+from salient_outpaint.training import latent_cache
 from salient_outpaint.training.loop import Trainer
 from tests.conftest import take_steps, toy_config
 

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import train as train_cli
-from salient_outpaint.training import distributed
+from salient_outpaint import distributed
 from salient_outpaint.training.loop import Trainer
 from salient_outpaint.training.run_folder import cut_log, resume_state
 from salient_outpaint.training.state import checkpoints_in, load_training_state

@@ -37,7 +37,8 @@ def count_calls(monkeypatch, fail_on=None):
 
 
 def names(folder):
-    return sorted(path.name for path in folder.iterdir())
+    """The images in `folder` (not its settings record)."""
+    return sorted(path.name for path in folder.iterdir() if path.name != "settings.json")
 
 
 def test_a_folder_with_a_damaged_photo_writes_the_others_and_exits_non_zero(tmp_path, capsys):

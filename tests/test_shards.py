@@ -17,7 +17,7 @@ import train as train_cli
 from salient_outpaint.data import pack
 from salient_outpaint.data.check import DataCheckError, check_data
 from salient_outpaint.data.shards import ShardDataset
-from salient_outpaint.training import distributed
+from salient_outpaint import distributed
 from salient_outpaint.training.batches import StreamedMicroBatches
 from salient_outpaint.training.loop import Trainer
 from salient_outpaint.training.validation import dataset_items

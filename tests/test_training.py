@@ -1,8 +1,6 @@
 """The training loop on the TOY configuration: learning, freezing, resume, DDP, errors."""
 import json
-import os
 import re
-import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -15,11 +13,12 @@ from safetensors.torch import load_file
 
 import train as train_cli
 from salient_outpaint.data.images import load_image, load_mask
-from salient_outpaint.training import distributed
+from salient_outpaint import distributed
 from salient_outpaint.training.loop import Trainer, peak_memory_mb
 from salient_outpaint.training.state import load_training_state
 from salient_outpaint.training.validation import centre_square
-from tests.conftest import fit, take_steps, toy_config, toy_unet_with_and_without_controlnet
+from tests.conftest import (SINGLE_THREADED, fit, free_port, take_steps, toy_config,
+                            toy_unet_with_and_without_controlnet)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,13 +121,6 @@ def test_benchmark_prints_throughput_and_the_peak_memory_and_writes_nothing(tmp_
 
 DDP_FLAGS = ["--preset", "toy", "--data", "toy:32", "--steps", "3", "--learning-rate", "1e-3", "--seed", "3",
              "--checkpoint-every", "3", "--log-every", "1"]
-SINGLE_THREADED = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from salient_outpaint.loading import load_models
 from salient_outpaint.modules import build_models
 from salient_outpaint.options import SamplingOptions
 from salient_outpaint.pipeline import OutpaintPipeline
-from salient_outpaint.training import distributed
+from salient_outpaint import distributed
 from salient_outpaint.training.config import TrainConfig
 from salient_outpaint.training.loop import Trainer
 

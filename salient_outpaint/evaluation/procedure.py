@@ -2,20 +2,26 @@
 
 The command line parses its flags into the two records below and the sampling options of each method,
 then calls `evaluate`; every check that can fail fast (a weights file missing) runs before the long work.
+Under torchrun the processes share the generation (run.generate: each input made once, by one process,
+with the noise it gets alone; a rerun makes only what is missing); rank 0 then measures alone.
 """
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from .. import distributed
 from ..data.manifest import ManifestInput, read_manifest
-from ..loading import load_models
+from ..distributed import Process, single_process
+from ..loading import TOY_WEIGHTS, load_models
 from ..options import SamplingOptions
+from ..output_settings import weights_fingerprint
 from ..pipeline import OutpaintPipeline
+from ..precision import default_dtype
 from ..segmentation import inspyrenet, make_segmenter, sam
 from . import clip_score, fid_inception, lpips, run
 from .report import summarise
@@ -70,16 +76,23 @@ def check_metric_weights(metrics: Metrics) -> None:
                               f"open_clip weights for {metrics.clip_model}")
 
 
-def generate_methods(generation: Generation, inputs: list[ManifestInput], out: Path,
-                     device: str | torch.device) -> dict[str, Path]:
-    """Each method's images into OUT/<method>/; the networks are freed on return."""
+def generate_methods(generation: Generation, inputs: list[ManifestInput], out: Path, device: str | torch.device,
+                     process: Process = single_process()) -> dict[str, Path]:
+    """Each method's images into OUT/<method>/, beside its settings record, this process's share of them
+    (see run.generate); the networks are freed on return."""
     models = load_models(generation.checkpoint, generation.controlnet, generation.preset,
                          with_controlnet="controlnet" in generation.options, dtype=generation.dtype, device=device)
     pipeline = OutpaintPipeline(models, device)
+    weights = distributed.on_main(process, lambda: {
+        name: weights_fingerprint(path) for name, path in
+        (("checkpoint", generation.checkpoint or TOY_WEIGHTS), ("controlnet", generation.controlnet)) if path})
+    common = {"seed": generation.seed, "preset": generation.preset, "weights": weights,
+              "dtype": generation.dtype or default_dtype(device)}
     folders = {}
     for method, options in generation.options.items():
         folders[method] = out / method
-        run.generate(pipeline, inputs, folders[method], generation.num_images, options, generation.seed)
+        run.generate(pipeline, inputs, folders[method], generation.num_images, options, generation.seed,
+                     settings={**common, "sampling": asdict(options)}, process=process)
     return folders
 
 
@@ -123,16 +136,20 @@ def set_metrics(metrics: Metrics, networks: dict, folders: Mapping[str, Path], i
 
 
 def evaluate(out: Path, manifest: Path | None, toy: int | None, folders: Mapping[str, Path],
-             generation: Generation | None, metrics: Metrics, device: str | torch.device = "cpu") -> tuple[dict, str]:
+             generation: Generation | None, metrics: Metrics, device: str | torch.device = "cpu",
+             process: Process = single_process()) -> tuple[dict, str] | None:
     """The inputs (`manifest`, or `toy` held-out toy scenes written to OUT/inputs/), the images of each
     method (`folders`, plus those `generation` makes), measured -> (summary, report.md's text); writes
-    OUT/report.json (every image's record and the summary) and OUT/report.md."""
+    OUT/report.json (every image's record and the summary) and OUT/report.md. Under torchrun every
+    process makes its share of the images, then rank 0 alone measures (the others return None)."""
     check_metric_weights(metrics)
-    manifest = manifest or run.write_toy_manifest(out / "inputs", toy)
+    manifest = manifest or distributed.on_main(process, lambda: run.write_toy_manifest(out / "inputs", toy))
     inputs = read_manifest(manifest)
     folders = dict(folders)
     if generation is not None:
-        folders.update(generate_methods(generation, inputs, out, device))
+        folders.update(generate_methods(generation, inputs, out, device, process))
+    if not process.is_main:
+        return None
 
     notes = []
     networks = load_metric_networks(metrics, device, notes)

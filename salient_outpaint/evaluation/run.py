@@ -15,12 +15,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .. import distributed
 from ..checkpoints.io import CheckpointError
 from ..data.images import IMAGE_SUFFIXES, images_in, load_image, load_mask, mask_as_image, save_image
 from ..data.manifest import ManifestInput
 from ..data.masks import binarize
 from ..data.synthetic import ToyWorldDataset, background_signatures, classify_background
+from ..distributed import Process, single_process
 from ..inputs import InputError
+from ..output_settings import differences, read_record, write_record
+from ..progress import SharedProgress
 from ..segmentation import SegmentPrompt, Segmenter, refine_mask
 from .diversity import background_pixel_diversity
 from .expansion import object_expansion
@@ -79,25 +83,48 @@ def load_samples(folder: Path, item: ManifestInput) -> torch.Tensor:
     return torch.stack(samples)
 
 
-def generate(pipeline, inputs: Sequence[ManifestInput], folder: Path, num_images: int, options,
-             seed: int) -> None:
-    """Write num_images samples per input. Input i draws its noise from seed + i, so every method
-    sees the same noise. Samples beyond num_images left from an earlier run are removed, so that
-    they are not measured with the new ones. The images are the pipeline's raw output at the input's
-    size, as the paper measured them: not photo.outpaint_photo's, whose pasted-back object would hide
-    what the model did to it."""
+def plan_generation(inputs: Sequence[ManifestInput], folder: Path, num_images: int, settings: dict) -> list[int]:
+    """The indices of the inputs to generate into `folder` (those without all num_images samples), after
+    clearing what must not be measured: samples beyond num_images left from an earlier run, and every
+    sample when the folder's settings record (output_settings.py) says they were made otherwise."""
     folder.mkdir(parents=True, exist_ok=True)
-    for index, item in enumerate(tqdm(inputs, desc=f"generate {folder.name}")):
-        try:
-            images = pipeline(load_image(item.image), load_mask(item.mask), item.prompt, num_images=num_images,
-                              options=options, generator=torch.Generator().manual_seed(seed + index))
-        except InputError as error:
-            raise ValueError(f"input {item.id!r} ({item.image}, {item.mask}): {error}") from None
-        for sample, image in enumerate(images):
-            save_image(image, generated_path(folder, item.id, sample))
-        for sample, stale in sample_files(folder, item.id):
-            if sample >= num_images:
-                stale.unlink()
+    made_otherwise = bool(differences(read_record(folder), settings))
+    for item in inputs:
+        for sample, path in sample_files(folder, item.id):
+            if made_otherwise or sample >= num_images:
+                path.unlink()
+    write_record(folder, settings)
+    return [index for index, item in enumerate(inputs)
+            if not all(generated_path(folder, item.id, sample).is_file() for sample in range(num_images))]
+
+
+def generate(pipeline, inputs: Sequence[ManifestInput], folder: Path, num_images: int, options, seed: int,
+             settings: dict, process: Process = single_process()) -> None:
+    """Write num_images samples per input, skipping the inputs an earlier run made with the same
+    `settings` (plan_generation, on rank 0). Under torchrun the inputs to do are dealt out, the i-th to
+    rank i mod WORLD_SIZE; input i draws its noise from seed + i whichever process makes it, so every
+    method (and every number of processes) sees the same noise. An input the pipeline refuses stops
+    the run: the first one any process met is raised on every process, after all have finished. The
+    images are the pipeline's raw output at the input's size, as the paper measured them: not
+    photo.outpaint_photo's, whose pasted-back object would hide what the model did to it."""
+    todo = distributed.on_main(process, lambda: plan_generation(inputs, folder, num_images, settings))
+    refused = None
+    with SharedProgress(process, total=len(inputs), desc=f"generate {folder.name}", unit="input") as progress:
+        progress.update(len(inputs) - len(todo) if process.is_main else 0)
+        for index in todo[process.rank::process.world_size]:
+            item = inputs[index]
+            try:
+                images = pipeline(load_image(item.image), load_mask(item.mask), item.prompt, num_images=num_images,
+                                  options=options, generator=torch.Generator().manual_seed(seed + index))
+            except InputError as error:
+                refused = f"input {item.id!r} ({item.image}, {item.mask}): {error}"
+                break
+            for sample, image in enumerate(images):
+                save_image(image, generated_path(folder, item.id, sample))
+            progress.update(1)
+    refusals = [message for message in distributed.gather(process, refused) if message]
+    if refusals:
+        raise ValueError(refusals[0])
 
 
 def object_mask_of(item: ManifestInput) -> torch.Tensor:

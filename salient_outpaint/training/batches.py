@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from ..data.shards import ShardDataset
 from ..seeds import EPOCH_ORDER, TRAINING_SAMPLE, stream_generator
 from .config import TrainConfig
-from .distributed import Process
+from ..distributed import Process
 
 PREFETCH = 2  # micro-batches each worker reads ahead
 

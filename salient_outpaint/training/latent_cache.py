@@ -35,9 +35,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from .. import conditioning
+from .. import conditioning, distributed
 from ..files import atomic_write, remove_temporary_files
-from . import distributed
 from .config import TrainConfig
 from .objective import TrainingObjective
 

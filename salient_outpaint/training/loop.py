@@ -26,12 +26,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from .. import distributed
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..data.check import check_data
 from ..data.specs import build_dataset
 from ..modules.models import Models, build_network, compile_models, empty_models
 from ..precision import resolve_dtype
-from . import distributed, latent_cache
+from . import latent_cache
 from .batches import batch_positions, sample_generator, step_batches
 from .config import TrainConfig, frozen_dtype
 from .objective import CAPTIONS_KEPT, TrainingObjective

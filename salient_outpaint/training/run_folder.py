@@ -30,9 +30,9 @@ from typing import Callable, Iterator
 
 import torch
 
+from .. import distributed
 from ..files import atomic_write, remove_temporary_files
 from ..inputs import flag
-from . import distributed
 from .config import CHANGEABLE_ON_RESUME, TrainConfig, resume_conflicts
 from .state import checkpoints_in, load_training_state
 
