@@ -1,6 +1,8 @@
 """Fewer network evaluations per image: guidance that stops (guidance_end) and feature reuse across steps
 (cache_interval), on random TOY weights whose ControlNet acts. Their neutral values are the plain path bit
 for bit; a cheap step is still steered by the ControlNet."""
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -126,3 +128,29 @@ def test_the_options_refuse_values_out_of_range():
         SamplingOptions(guidance_end=float("nan"))
     with pytest.raises(OptionError, match="cache_interval must be at least 1.*got 0"):
         SamplingOptions(cache_interval=0)
+
+
+def test_the_fast_preset_holds_the_swept_values():
+    """docs/experiments.md, "Speed": the sweep's best fidelity within 0.30x authors' FLOPs."""
+    fast = SAMPLING_PRESETS["fast"]
+    assert (fast.sampler, fast.steps, fast.guidance, fast.control_scale) == ("unipc", 10, 7.5, 1.0)
+    assert (fast.cache_interval, fast.reuse_guidance, fast.guidance_end) == (3, True, 0.9)
+
+
+def test_the_command_lines_take_the_preset_and_refuse_bad_values_in_one_line(capsys):
+    import evaluate as evaluate_cli
+    import sample as sample_cli
+
+    args = evaluate_cli.parse_args(["--toy", "2", "--generate", "--preset-sampling", "fast", "--cache-interval", "2"])
+    options = evaluate_cli.generation(args).options
+    assert options["controlnet"] == replace(SAMPLING_PRESETS["fast"], cache_interval=2)
+    assert options["no-controlnet"].control_scale == 0.0
+    plain = evaluate_cli.generation(evaluate_cli.parse_args(["--toy", "2", "--generate"])).options["controlnet"]
+    assert (plain.sampler, plain.steps, plain.guidance, plain.cache_interval) == ("dpm++2m", 20, 5.0, 1)
+    assert sample_cli.sampling_options(sample_cli.parse_args(["--preset-sampling", "fast"])) == SAMPLING_PRESETS["fast"]
+    for argv in (["--cache-interval", "0"], ["--guidance-end", "1.5"]):
+        assert sample_cli.main(argv) == 2
+        assert evaluate_cli.main(["--toy", "2", "--generate", *argv]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert errors == ["error: --cache-interval must be at least 1 (1: no feature reuse), got 0"] * 2 + [
+        "error: --guidance-end must be in [0, 1] (a fraction of the sampling steps), got 1.5"] * 2
