@@ -87,7 +87,8 @@ class ControlNet(DiffusionEncoder):
         return controlnet.to(dtype)
 
     def forward(self, latent_input: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                control_image: torch.Tensor, conditioning_scale: float = 1.0, shallow: bool = False) -> ControlResiduals:
+                control_image: torch.Tensor, conditioning_scale: float = 1.0,
+                shallow: bool = False) -> ControlResiduals:
         """latent_input (B, in_channels, h, w), control_image (B, 3, H, W) in [0, 1] -> residuals for the U-Net.
         Shapes as in unet.py: C_0 the U-Net's first width (SD2: 320), C_last its deepest (SD2: 1280).
         `shallow`: for a cheap step of feature reuse (UNet.forward's `deep`), the residuals of the

@@ -166,7 +166,8 @@ class DiffusionEncoder(nn.Module):
             skips += block_skips
         return self.run_block(self.mid_block, x, time_embedding, context), skips
 
-    def encode_shallow(self, x: torch.Tensor, time_embedding: torch.Tensor, context: torch.Tensor) -> list[torch.Tensor]:
+    def encode_shallow(self, x: torch.Tensor, time_embedding: torch.Tensor,
+                       context: torch.Tensor) -> list[torch.Tensor]:
         """conv_in output (B, C_0, h, w) -> the skips the U-Net's last up level reads: conv_in's and the
         first down level's own (SD2: 3 at (B, 320, h, w)), without going deeper."""
         _, level_skips = self.run_block(self.down_blocks[0], x, time_embedding, context, False)
