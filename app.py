@@ -19,6 +19,7 @@ from salient_outpaint.checkpoints import CheckpointError
 from salient_outpaint.config import PRESETS
 from salient_outpaint.device import check_device, default_device
 from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS, load_models
+from salient_outpaint.options import SAMPLING_PRESETS, SamplingOptions, preset_with
 from salient_outpaint.segmentation import SEGMENTERS
 
 
@@ -39,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mask-weights", help="the segmenter's weights: transparent-background's ckpt_base.pth, "
                                                "or a segment-anything checkpoint")
     parser.add_argument("--device", default=default_device())
+    parser.add_argument("--preset-sampling", choices=sorted(SAMPLING_PRESETS),
+                        help="the page's and the API's default sampling settings, e.g. fast (default: 20 dpm++2m "
+                             "steps, guidance 7.5)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help=f"largest upload, in pixels (default: {DEFAULT_MAX_PIXELS:,})")
     return parser.parse_args(argv)
@@ -59,7 +63,8 @@ def main(argv=None) -> int:
     except (CheckpointError, FileNotFoundError, ImportError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    app = build_app(service, example=None if args.checkpoint else TOY_EXAMPLE)
+    app = build_app(service, example=None if args.checkpoint else TOY_EXAMPLE,
+                    sampling=preset_with(args.preset_sampling, SamplingOptions()))
     app.launch(server_name=args.host, server_port=args.port, max_file_size="200mb", ssr_mode=False)
     return 0
 

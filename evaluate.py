@@ -39,10 +39,13 @@ import torch
 from salient_outpaint import distributed
 from salient_outpaint.config import PRESETS
 from salient_outpaint.evaluation.procedure import METHODS, Generation, Metrics, evaluate
-from salient_outpaint.options import OptionError, SamplingOptions
+from salient_outpaint.options import SAMPLING_PRESETS, OptionError, SamplingOptions, add_speed_arguments, preset_with
 from salient_outpaint.precision import add_dtype_argument
 from salient_outpaint.sampling import SAMPLERS
 from salient_outpaint.segmentation import SEGMENTERS
+
+
+DEFAULT_SAMPLING = SamplingOptions(steps=20, guidance=5.0, sampler="dpm++2m")  # without --preset-sampling
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -63,18 +66,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     generation.add_argument("--checkpoint", help="SI2 weights (default: the shipped toy model, weights/toy)")
     generation.add_argument("--controlnet", help="ControlNet weights (default: the one in --checkpoint); a variant "
                                                  "trained with train.py loads as its config.json says")
-    generation.add_argument("--control-scale", type=float, default=1.0,
+    generation.add_argument("--preset-sampling", choices=sorted(SAMPLING_PRESETS),
+                            help="named sampling settings (options.py); the flags below override them when given")
+    generation.add_argument("--control-scale", type=float,
                             help="the ControlNet's conditioning scale in the controlnet method (default: 1)")
-    generation.add_argument("--control-start", type=float, default=0.0,
+    generation.add_argument("--control-start", type=float,
                             help="the controlnet method's ControlNet acts from this fraction of the steps (default: 0)")
-    generation.add_argument("--control-end", type=float, default=1.0,
+    generation.add_argument("--control-end", type=float,
                             help="... to this one (default: 1)")
     generation.add_argument("--preset", choices=sorted(PRESETS),
                             help="architecture (default: toy without --checkpoint, else sd2-inpaint)")
     generation.add_argument("--num-images", type=int, default=4, help="samples per input (default: 4)")
-    generation.add_argument("--steps", type=int, default=20, help="(default: 20)")
-    generation.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance (default: 5)")
-    generation.add_argument("--sampler", choices=sorted(SAMPLERS), default="dpm++2m", help="(default: dpm++2m)")
+    generation.add_argument("--steps", type=int, help=f"(default: {DEFAULT_SAMPLING.steps})")
+    generation.add_argument("--guidance", type=float,
+                            help=f"classifier-free guidance (default: {DEFAULT_SAMPLING.guidance:g})")
+    generation.add_argument("--sampler", choices=sorted(SAMPLERS), help=f"(default: {DEFAULT_SAMPLING.sampler})")
+    add_speed_arguments(generation, DEFAULT_SAMPLING)
     generation.add_argument("--seed", type=int, default=0, help="input i uses seed + i (default: 0)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add_dtype_argument(generation, what="the generating networks are stored and run in")
@@ -118,9 +125,11 @@ def generation(args) -> Generation | None:
         return None
     if args.num_images < 1:
         raise ValueError(f"--num-images must be at least 1, got {args.num_images}")
-    options = {method: SamplingOptions(steps=args.steps, guidance=args.guidance, sampler=args.sampler,
-                                       control_scale=args.control_scale if method == "controlnet" else METHODS[method],
-                                       control_start=args.control_start, control_end=args.control_end)
+    given = dict(steps=args.steps, guidance=args.guidance, sampler=args.sampler, control_start=args.control_start,
+                 control_end=args.control_end, guidance_end=args.guidance_end, cache_interval=args.cache_interval,
+                 reuse_guidance=args.reuse_guidance)
+    options = {method: preset_with(args.preset_sampling, DEFAULT_SAMPLING, **given,
+                                   control_scale=args.control_scale if method == "controlnet" else METHODS[method])
                for method in args.methods}
     return Generation(options=options, checkpoint=args.checkpoint, controlnet=args.controlnet, preset=args.preset,
                       num_images=args.num_images, seed=args.seed, dtype=args.dtype)

@@ -6,8 +6,9 @@ the option by its field (control_scale); a command line says it as its flag (--c
 """
 from __future__ import annotations
 
+import argparse
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from .config import PRESETS
@@ -42,6 +43,10 @@ class SamplingOptions:
     feather: int = 2  # pixels of soft edge for the paste-back
     control_start: float = 0.0  # the ControlNet acts from this fraction of the steps ...
     control_end: float = 1.0  # ... to this one (diffusers' control_guidance_start / _end)
+    guidance_end: float = 1.0  # classifier-free guidance at step i of n only while (i + 1) / n <= this
+    cache_interval: int = 1  # feature reuse: a full network call every this many steps, cheap ones between
+    reuse_guidance: bool = False  # cheap steps run the conditional branch alone, adding the last full step's
+    # guidance direction (conditional - unconditional) at the guidance scale
 
     def __post_init__(self):
         steps = self.steps
@@ -60,6 +65,14 @@ class SamplingOptions:
         if not 0.0 <= start < end <= 1.0:  # also false for NaN
             raise OptionError(lambda name: f"{name('control_start')} {start:g} and {name('control_end')} {end:g} "
                                            "must satisfy 0 <= start < end <= 1 (fractions of the sampling steps)")
+        guidance_end = self.guidance_end
+        if not 0.0 <= guidance_end <= 1.0:  # also false for NaN
+            raise OptionError(lambda name: f"{name('guidance_end')} must be in [0, 1] (a fraction of the sampling "
+                                           f"steps), got {guidance_end:g}")
+        interval = self.cache_interval
+        if interval < 1:
+            raise OptionError(lambda name: f"{name('cache_interval')} must be at least 1 (1: no feature reuse), "
+                                           f"got {interval}")
 
 
 def check_scale(field: str, value: float) -> None:
@@ -72,4 +85,32 @@ def check_scale(field: str, value: float) -> None:
 
 # Named settings, as a whole: "authors" is the authors' notebook (UniPC, 20 steps, guidance 7.5, the
 # ControlNet at full scale; their pipeline's own default scale is 0.5), for one-to-one comparisons.
-SAMPLING_PRESETS = {"authors": SamplingOptions(sampler="unipc", steps=20, guidance=7.5, control_scale=1.0)}
+# "fast": the authors' guidance and scale at 0.295x their FLOPs per SD2 image (flops.py): 10 UniPC
+# steps, the networks whole every 3rd step, cheap steps between them steered by the ControlNet's
+# shallow residuals and guided by the last full step's direction, the last step unguided
+# (docs/experiments.md, "Speed": the sweep's best fidelity within the FLOPs bound).
+SAMPLING_PRESETS = {"authors": SamplingOptions(sampler="unipc", steps=20, guidance=7.5, control_scale=1.0),
+                    "fast": SamplingOptions(sampler="unipc", steps=10, guidance=7.5, control_scale=1.0,
+                                            cache_interval=3, reuse_guidance=True, guidance_end=0.9)}
+
+
+def preset_with(preset: str | None, default: SamplingOptions, **given) -> SamplingOptions:
+    """The options of the named preset (None: `default`), overridden by the values given; a value of
+    None is "not given" (a command line's flag left out), so it does not override the preset's."""
+    base = SAMPLING_PRESETS[preset] if preset else default
+    return replace(base, **{name: value for name, value in given.items() if value is not None})
+
+
+def add_speed_arguments(group, default: SamplingOptions) -> None:
+    """The flags of the faster sampling paths (sample.py, evaluate.py); None when not given, so that a
+    --preset-sampling keeps its own values (preset_with)."""
+    group.add_argument("--guidance-end", type=float, metavar="F",
+                       help="classifier-free guidance at step i of n only while (i + 1) / n <= F; later steps run the "
+                            f"conditional branch alone (default: {default.guidance_end:g}, every step)")
+    group.add_argument("--cache-interval", type=int, metavar="N",
+                       help="feature reuse: the whole U-Net and ControlNet every N steps; the steps between reuse "
+                            "the U-Net's deep features, recomputing its and the ControlNet's shallowest level "
+                            f"(default: {default.cache_interval}, none)")
+    group.add_argument("--reuse-guidance", action=argparse.BooleanOptionalAction,
+                       help="on those cheap steps, the conditional branch alone plus the last full step's guidance "
+                            "direction (default: off)")

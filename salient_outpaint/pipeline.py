@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -26,6 +28,35 @@ def controlnet_steps(timesteps: list[int], start: float, end: float) -> list[boo
     end 0.8: steps 2 to 7."""
     steps = len(timesteps)
     return [not (index / steps < start or (index + 1) / steps > end) for index in range(steps)]
+
+
+def guided_steps(timesteps: list[int], end: float) -> list[bool]:
+    """Whether classifier-free guidance acts at each step: at step i of n while (i + 1) / n <= end (the
+    ControlNet's end rule); after it, the conditional prediction alone, on half the batch. 1 guides all."""
+    steps = len(timesteps)
+    return [(index + 1) / steps <= end for index in range(steps)]
+
+
+def full_steps(timesteps: list[int], interval: int) -> list[bool]:
+    """Whether each step calls the networks whole (steps 0, interval, 2 interval, ...); the others are
+    cheap steps that reuse the last full step's deep features (UNet.forward). 1: every step is full."""
+    return [index % interval == 0 for index in range(len(timesteps))]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What the networks compute at one step of a run."""
+    controlled: bool  # the ControlNet acts (control_start / control_end)
+    guided: bool  # classifier-free guidance: the unconditional branch runs too (guidance_end)
+    full: bool  # the whole U-Net and ControlNet, else a cheap step on the cached deep features (cache_interval)
+
+
+def step_plans(timesteps: list[int], options: SamplingOptions) -> dict[int, StepPlan]:
+    """timestep -> its StepPlan; the sampler calls the model once at each of the run's distinct timesteps."""
+    columns = zip(controlnet_steps(timesteps, options.control_start, options.control_end),
+                  guided_steps(timesteps, options.guidance_end if options.guidance > 1.0 else 0.0),
+                  full_steps(timesteps, options.cache_interval))
+    return {t: StepPlan(*column) for t, column in zip(timesteps, columns)}
 
 
 RANGE_SLACK = 0.01
@@ -64,30 +95,57 @@ class OutpaintPipeline:
         self.alphas_cumprod = alphas_cumprod(models.config.schedule)
 
     def denoiser(self, mask_latent, masked_latents, context, control, options: SamplingOptions,
-                 controlled: set[int]):
+                 plans: dict[int, StepPlan]):
         """The model the sampler sees: x_t, t -> guided prediction, U-Net steered by the ControlNet.
 
-        The sampler calls it once at each of the run's timesteps, which are distinct, so the steps the
-        ControlNet acts on (control_start / control_end) are known by their timesteps, `controlled`;
-        at the others it is not run at all, which equals running it at scale 0."""
+        The conditioning tensors hold 2N rows, unconditional then conditional, when guidance is on
+        (N otherwise). Each timestep's StepPlan says what runs:
+          controlled  the ControlNet; at the others it is not run at all, which equals scale 0
+          guided      both halves, combined by the guidance scale; unguided steps run the conditional rows
+          full        the whole networks, keeping the U-Net's deep features when later steps reuse them;
+                      a cheap step recomputes the shallowest level of the U-Net on those features, and of
+                      the ControlNet (its residuals of the shallow skips): it is still steered by the
+                      ControlNet, which sees the current latents, while the deep residuals it added at the
+                      last full step live on in the deep features
+        With reuse_guidance, a guided cheap step runs the conditional rows alone and adds the guidance
+        direction (conditional - unconditional) of the last full step: guidance at the cost of no guidance."""
         unet, controlnet = self.models.unet, self.models.controlnet
-        guided = options.guidance > 1.0
+        caching = options.cache_interval > 1
+        # "deep": (B, C_1, h, w) the last full step's deep features; "direction": (N, 4, h, w) its guidance
+        cache: dict[str, torch.Tensor] = {}
 
         def denoise(latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-            doubled = torch.cat([latents] * 2) if guided else latents
-            unet_input = conditioning.unet_input(doubled, mask_latent, masked_latents)  # (2N, 9, h, w)
+            plan = plans[int(timestep)]
+            reused = plan.guided and not plan.full and options.reuse_guidance
+            doubled = torch.cat([latents] * 2) if plan.guided and not reused else latents
+            rows = slice(len(context) - len(doubled), None)  # all rows, or the conditional ones
+            unet_input = conditioning.unet_input(doubled, mask_latent[rows], masked_latents[rows])  # (B, 9, h, w)
+            step_context = context[rows]
             residuals = None
-            if controlnet is not None and int(timestep) in controlled:
+            if controlnet is not None and plan.controlled:
                 dtype = dtype_of(controlnet)
                 controlnet_input = conditioning.network_input(unet_input, controlnet.config.in_channels)
-                residuals = controlnet(controlnet_input.to(dtype), timestep, context.to(dtype), control.to(dtype),
-                                       options.control_scale).to(dtype_of(unet))
+                residuals = controlnet(controlnet_input.to(dtype), timestep, step_context.to(dtype),
+                                       control[rows].to(dtype), options.control_scale,
+                                       shallow=not plan.full).to(dtype_of(unet))
             dtype = dtype_of(unet)
-            unet_input = conditioning.network_input(unet_input, unet.config.in_channels)
-            prediction = unet(unet_input.to(dtype), timestep, context.to(dtype), residuals).float()
-            if not guided:
+            unet_input = conditioning.network_input(unet_input, unet.config.in_channels).to(dtype)
+            if not plan.full:  # guidance only ever stops: the cached rows are these, or 2N whose last N these are
+                prediction = unet(unet_input, timestep, step_context.to(dtype), residuals,
+                                  deep=cache["deep"][-len(doubled):]).float()
+            elif caching:
+                prediction, cache["deep"] = unet(unet_input, timestep, step_context.to(dtype), residuals,
+                                                 keep_deep=True)
+                prediction = prediction.float()
+            else:
+                prediction = unet(unet_input, timestep, step_context.to(dtype), residuals).float()
+            if reused:  # guided = unconditional + g (conditional - unconditional) = conditional + (g - 1) direction
+                return prediction + (options.guidance - 1.0) * cache["direction"]
+            if not plan.guided:
                 return prediction
             unconditional, conditional = prediction.chunk(2)
+            if caching and options.reuse_guidance:
+                cache["direction"] = conditional - unconditional
             return unconditional + options.guidance * (conditional - unconditional)
 
         return denoise
@@ -128,9 +186,8 @@ class OutpaintPipeline:
 
         sampler = SAMPLERS[options.sampler]
         timesteps = sampler.timesteps(options.steps, len(self.alphas_cumprod))  # the one list the run uses
-        window = controlnet_steps(timesteps, options.control_start, options.control_end)
-        controlled = {t for t, active in zip(timesteps, window) if active}
-        denoise = self.denoiser(mask_latent, masked_latents, context, control, options, controlled)
+        denoise = self.denoiser(mask_latent, masked_latents, context, control, options,
+                                step_plans(timesteps, options))
         latents = sampler.sample(denoise, latents, timesteps, self.alphas_cumprod, config.schedule.prediction_type,
                                  eta=options.eta, generator=generator, progress=progress)
         images = vae.decode((latents / scale).to(dtype_of(vae))).float().clamp(-1.0, 1.0)[..., :height, :width].cpu()

@@ -61,3 +61,28 @@ def test_unet_controlnet_and_vae_compile_without_graph_breaks():
 @pytest.mark.slow
 def test_inductor_compiled_networks_match_uncompiled():
     compiled_matches_eager("inductor", dict(rtol=1e-4, atol=1e-4))
+
+
+def run_cheap_step(models, inputs):
+    """A full step keeping the U-Net's deep features, then a cheap step on them steered by the
+    ControlNet's shallow residuals (pipeline.py's feature reuse)."""
+    with torch.no_grad():
+        residuals = models.controlnet(inputs["latent_input"], inputs["timesteps"], inputs["context"],
+                                      inputs["control_image"], conditioning_scale=0.8)
+        noise, deep = models.unet(inputs["latent_input"], inputs["timesteps"], inputs["context"], residuals,
+                                  keep_deep=True)
+        shallow = models.controlnet(inputs["latent_input"], inputs["timesteps"] - 5, inputs["context"],
+                                    inputs["control_image"], conditioning_scale=0.8, shallow=True)
+        cheap = models.unet(inputs["latent_input"], inputs["timesteps"] - 5, inputs["context"], shallow, deep=deep)
+        return [noise, deep, *shallow.down, cheap]
+
+
+def test_the_cheap_step_of_feature_reuse_compiles_without_graph_breaks():
+    torch._dynamo.reset()
+    models, inputs = randomised_toy_models(), toy_inputs()
+    expected = run_cheap_step(models, inputs)
+    compile_models(models, backend="eager")
+    outputs = run_cheap_step(models, inputs)
+    for out, reference in zip(outputs, expected, strict=True):
+        torch.testing.assert_close(out, reference, rtol=1e-6, atol=1e-6)
+    torch._dynamo.reset()

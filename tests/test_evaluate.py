@@ -79,6 +79,12 @@ def test_expansion_is_zero_for_kept_objects_and_measured_for_grown_ones(tmp_path
     assert len(report["records"]) == 12 and {r["method"] for r in report["records"]} == {"kept", "grown"}
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "| grown | 6 |" in markdown and "median over images" in markdown and "| odd |" in markdown
+    # the segmenter's self-check on each input, and the intervals over the 3 inputs
+    assert [check["id"] for check in report["self_check"]] == ["0", "1", "2"]
+    assert all(check["object_recall"] == 1 and check["input_expansion_ratio"] == 0 for check in report["self_check"])
+    assert "lowest object recall 1, highest input expansion 0 over 3 inputs" in markdown
+    assert report["intervals"]["mean"]["grown"]["expansion_ratio"] == pytest.approx([0.96] * 3)
+    assert "95% bootstrap interval" in markdown
     printed = capsys.readouterr().out
     assert "| kept | 6 |" in printed
     assert "FID skipped: give --fid-weights" in printed and "LPIPS diversity skipped: give --lpips-weights" in printed

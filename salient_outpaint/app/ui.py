@@ -63,9 +63,10 @@ def parse_points(text: str | None) -> list[tuple[float, float]]:
     return points
 
 
-def build_app(service: OutpaintService, example: Path | None = None) -> gr.Blocks:
+def build_app(service: OutpaintService, example: Path | None = None,
+              sampling: SamplingOptions = SamplingOptions()) -> gr.Blocks:
     """The Blocks app on `service`; `example` (a folder with object.png, mask.png, prompt.txt) fills the
-    page's example row."""
+    page's example row; `sampling` (app.py --preset-sampling) gives the page's and the API's defaults."""
 
     def show_mask(photo: str | None, mask: str | None = None, points: str | None = None):
         """The object mask found for an upload (the segmenter's answer to the points, the uploaded mask,
@@ -91,9 +92,11 @@ def build_app(service: OutpaintService, example: Path | None = None) -> gr.Block
         return f"{points}; {x:.0f},{y:.0f}" if points else f"{x:.0f},{y:.0f}"
 
     def generate(photo: str | None, mask: str | None = None, mask_edit: dict | None = None, prompt: str = "",
-                 negative_prompt: str | None = None, steps: int = 20, guidance: float = 7.5, control_scale: float = 1.0,
-                 sampler: str = "dpm++2m", seed: int = 0, num_images: int = 1, compare: bool = False,
-                 points: str | None = None,
+                 negative_prompt: str | None = None, steps: int = sampling.steps, guidance: float = sampling.guidance,
+                 control_scale: float = sampling.control_scale, sampler: str = sampling.sampler, seed: int = 0,
+                 num_images: int = 1, compare: bool = False, points: str | None = None,
+                 guidance_end: float = sampling.guidance_end, cache_interval: int = sampling.cache_interval,
+                 reuse_guidance: bool = sampling.reuse_guidance,
                  progress=gr.Progress(track_tqdm=True)) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """New backgrounds around the object of `photo`, at its full size: PNGs with the ControlNet, and
         with SI2 alone on the same seed when `compare` (else an empty list). The mask: the segmenter's
@@ -107,7 +110,8 @@ def build_app(service: OutpaintService, example: Path | None = None) -> gr.Block
             if mask_edit is not None:
                 object_mask = edited_mask(object_mask, mask_edit.get("layers") or [])
             options = SamplingOptions(steps=int(steps), guidance=float(guidance), control_scale=float(control_scale),
-                                      sampler=sampler)
+                                      sampler=sampler, guidance_end=float(guidance_end),
+                                      cache_interval=int(cache_interval), reuse_guidance=bool(reuse_guidance))
             images, baseline = service.generate(image, object_mask, prompt, negative_prompt or "", options, int(seed),
                                                 int(num_images), compare)
         return as_pictures(images), as_pictures(baseline) if baseline is not None else []
@@ -137,11 +141,18 @@ def build_app(service: OutpaintService, example: Path | None = None) -> gr.Block
                                     elem_id="prompt")
                 negative_prompt = gr.Textbox(label="Negative prompt", placeholder="what to steer away from")
                 with gr.Row():
-                    steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Steps", elem_id="steps")
-                    guidance = gr.Slider(0, 20, value=7.5, step=0.5, label="Guidance")
-                    control_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="ControlNet scale")
+                    steps = gr.Slider(1, MAX_STEPS, value=sampling.steps, step=1, label="Steps", elem_id="steps")
+                    guidance = gr.Slider(0, 20, value=sampling.guidance, step=0.5, label="Guidance")
+                    control_scale = gr.Slider(0, 2, value=sampling.control_scale, step=0.05, label="ControlNet scale")
                 with gr.Row():
-                    sampler = gr.Dropdown(sorted(SAMPLERS), value="dpm++2m", label="Sampler")
+                    guidance_end = gr.Slider(0, 1, value=sampling.guidance_end, step=0.05,
+                                             label="Guidance until (fraction of the steps)")
+                    cache_interval = gr.Slider(1, 10, value=sampling.cache_interval, step=1,
+                                               label="Full network call every N steps (feature reuse)")
+                    reuse_guidance = gr.Checkbox(value=sampling.reuse_guidance,
+                                                 label="Reuse guidance on the steps between")
+                with gr.Row():
+                    sampler = gr.Dropdown(sorted(SAMPLERS), value=sampling.sampler, label="Sampler")
                     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                     num_images = gr.Slider(1, MAX_IMAGES, value=2, step=1, label="Images")
                 compare = gr.Checkbox(label="Compare with SI2 alone (ControlNet scale 0, same noise)", elem_id="compare")
@@ -163,7 +174,8 @@ def build_app(service: OutpaintService, example: Path | None = None) -> gr.Block
         compare.change(lambda shown: gr.Gallery(visible=shown), compare, baseline, api_visibility="private",
                        queue=False)
         button.click(generate, [photo, mask, editor, prompt, negative_prompt, steps, guidance, control_scale,
-                                sampler, seed, num_images, compare, points], [results, baseline], api_name="generate",
+                                sampler, seed, num_images, compare, points, guidance_end, cache_interval,
+                                reuse_guidance], [results, baseline], api_name="generate",
                      concurrency_id="device")
     app.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
     return app

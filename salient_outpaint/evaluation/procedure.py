@@ -24,7 +24,9 @@ from ..pipeline import OutpaintPipeline
 from ..precision import default_dtype
 from ..segmentation import inspyrenet, make_segmenter, sam
 from . import clip_score, fid_inception, lpips, run
+from .bootstrap import RESAMPLES, intervals, markdown_intervals
 from .report import summarise
+from .self_check import input_self_check, markdown_self_check
 
 # method -> ControlNet conditioning scale (the controlnet method's is --control-scale)
 METHODS = {"controlnet": 1.0, "no-controlnet": 0.0}
@@ -160,11 +162,19 @@ def evaluate(out: Path, manifest: Path | None, toy: int | None, folders: Mapping
                                                                  if "background_diversity" in record})
     if single:
         notes.append(f"diversity needs 2 or more images per input; {', '.join(single)} had 1")
+    self_check = [input_self_check(item, run.object_mask_of(item), networks["segmenter"]) for item in inputs]
     summary = summarise(records, set_metrics(metrics, networks, folders, inputs, device))
-    report = run.markdown_report(summary, notes)
+    bounds = intervals(records)
+    report = run.markdown_report(
+        summary, notes,
+        first=[(f"Per method, mean over inputs with its 95% bootstrap interval ({RESAMPLES:,} resamples of the "
+                "inputs)", markdown_intervals(bounds))],
+        last=[("The segmenter on the inputs themselves (object recall; expansion of the input against itself)",
+               markdown_self_check(self_check))])
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps({
         "manifest": str(manifest), "folders": {method: str(folder) for method, folder in folders.items()},
-        "notes": notes, "summary": summary, "records": records}, indent=1))
+        "notes": notes, "summary": summary, "intervals": bounds, "self_check": self_check,
+        "records": records}, indent=1))
     (out / "report.md").write_text(report)
     return summary, report

@@ -233,11 +233,13 @@ def load_weights(loader: Callable, path: str | Path, what: str, *args, **kwargs)
         raise ValueError(f"cannot load {path} as {what}; is it the right file? ({details[:200]})") from None
 
 
-def markdown_report(summary: Mapping, notes: Sequence[str] = ()) -> str:
+def markdown_report(summary: Mapping, notes: Sequence[str] = (), first: Sequence[tuple[str, str]] = (),
+                    last: Sequence[tuple[str, str]] = ()) -> str:
     """report.md: per method, the mean and the median over images; per category, the expansion ratio
-    (and for toy scenes, the background match)."""
+    (and for toy scenes, the background match). `first` and `last`: more (title, text) sections, placed
+    before and after those (the intervals, the segmenter's self-check)."""
     methods = summary["methods"].values()
-    sections = [("Per method, mean over images", markdown_table(summary, statistic="mean")),
+    sections = [*first, ("Per method, mean over images", markdown_table(summary, statistic="mean")),
                 ("Per method, median over images", markdown_table(summary, statistic="median")),
                 ("Expansion ratio per category, mean", markdown_category_table(summary, "expansion_ratio")),
                 ("Expansion ratio per category, median",
@@ -250,6 +252,7 @@ def markdown_report(summary: Mapping, notes: Sequence[str] = ()) -> str:
                           ("lpips_diversity", "LPIPS diversity between samples of an input per category, mean")):
         if any(metric in method["metrics"] for method in methods):
             sections.append((title, markdown_category_table(summary, metric)))
+    sections += last
     text = "# Evaluation\n\n" + "".join(f"## {title}\n\n{table}\n\n" for title, table in sections)
     if notes:
         text += "".join(f"- {note}\n" for note in notes)

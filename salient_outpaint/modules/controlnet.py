@@ -87,12 +87,20 @@ class ControlNet(DiffusionEncoder):
         return controlnet.to(dtype)
 
     def forward(self, latent_input: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                control_image: torch.Tensor, conditioning_scale: float = 1.0) -> ControlResiduals:
+                control_image: torch.Tensor, conditioning_scale: float = 1.0,
+                shallow: bool = False) -> ControlResiduals:
         """latent_input (B, in_channels, h, w), control_image (B, 3, H, W) in [0, 1] -> residuals for the U-Net.
-        Shapes as in unet.py: C_0 the U-Net's first width (SD2: 320), C_last its deepest (SD2: 1280)."""
+        Shapes as in unet.py: C_0 the U-Net's first width (SD2: 320), C_last its deepest (SD2: 1280).
+        `shallow`: for a cheap step of feature reuse (UNet.forward's `deep`), the residuals of the
+        shallowest skips alone, from conv_in, the control image and the first level: the ControlNet still
+        steers the cheap step with what it sees now, at a fraction of its cost."""
         time_embedding = self.embed_timesteps(timesteps, latent_input.shape[0], latent_input.dtype)  # (B, 4 * C_0)
         # Both (B, C_0, h, w): the control image enters where the U-Net's input does.
         x = self.conv_in(latent_input) + self.controlnet_cond_embedding(control_image.to(latent_input.dtype))
+        if shallow:
+            skips = self.encode_shallow(x, time_embedding, context)  # SD2: 3 x (B, C_0, h, w)
+            down = [zero_conv(skip) * conditioning_scale for zero_conv, skip in zip(self.controlnet_down_blocks, skips)]
+            return ControlResiduals(down=down, mid=None)
         x, skips = self.encode(x, time_embedding, context)  # (B, C_last, h/8, w/8) for SD2, and 12 skips
         # A 1x1 conv per skip: each residual has its skip's shape (widths: `encoder_skip_channels`).
         down = [zero_conv(skip) * conditioning_scale for zero_conv, skip in zip(self.controlnet_down_blocks, skips)]

@@ -29,13 +29,15 @@ EPS = 1e-5  # GroupNorm epsilon of the U-Net's residual blocks
 
 @dataclass
 class ControlResiduals:
-    """What a ControlNet hands the U-Net: one tensor per skip connection, plus one for the middle."""
+    """What a ControlNet hands the U-Net: one tensor per skip connection, plus one for the middle; or,
+    for a cheap step (see UNet.forward's `deep`), the shallowest level's skips alone and no middle."""
     down: list[torch.Tensor]
-    mid: torch.Tensor
+    mid: torch.Tensor | None
 
     def to(self, dtype: torch.dtype) -> ControlResiduals:
         """The residuals in the U-Net's dtype, when the two networks are stored in different ones."""
-        return ControlResiduals(down=[residual.to(dtype) for residual in self.down], mid=self.mid.to(dtype))
+        return ControlResiduals(down=[residual.to(dtype) for residual in self.down],
+                                mid=None if self.mid is None else self.mid.to(dtype))
 
 
 class DownBlock(nn.Module):
@@ -56,15 +58,16 @@ class DownBlock(nn.Module):
         if downsample:
             self.downsamplers = nn.ModuleList([Downsample(out_channels)])
 
-    def forward(self, x, time_embedding, context):
-        """x (B, C_in, h, w), time_embedding (B, 4 * C_0), context (B, 77, D) -> x and the skips."""
+    def forward(self, x, time_embedding, context, downsample: bool = True):
+        """x (B, C_in, h, w), time_embedding (B, 4 * C_0), context (B, 77, D) -> x and the skips
+        (without the downsampler's, when `downsample` is False: a cheap step needs the level's own alone)."""
         skips = []
         for i, resnet in enumerate(self.resnets):
             x = resnet(x, time_embedding)  # (B, C_out, h, w)
             if hasattr(self, "attentions"):
                 x = self.attentions[i](x, context)  # (B, C_out, h, w): each pixel a token, attending to the text
             skips.append(x)
-        if hasattr(self, "downsamplers"):
+        if downsample and hasattr(self, "downsamplers"):
             x = self.downsamplers[0](x)  # (B, C_out, h/2, w/2), rounded up
             skips.append(x)
         return x, skips
@@ -163,6 +166,13 @@ class DiffusionEncoder(nn.Module):
             skips += block_skips
         return self.run_block(self.mid_block, x, time_embedding, context), skips
 
+    def encode_shallow(self, x: torch.Tensor, time_embedding: torch.Tensor,
+                       context: torch.Tensor) -> list[torch.Tensor]:
+        """conv_in output (B, C_0, h, w) -> the skips the U-Net's last up level reads: conv_in's and the
+        first down level's own (SD2: 3 at (B, 320, h, w)), without going deeper."""
+        _, level_skips = self.run_block(self.down_blocks[0], x, time_embedding, context, False)
+        return [x, *level_skips]
+
 
 class UNet(DiffusionEncoder):
     def __init__(self, config: UNetConfig):
@@ -190,19 +200,38 @@ class UNet(DiffusionEncoder):
         self.conv_out = nn.Conv2d(channels[0], config.out_channels, 3, padding=1)
 
     def forward(self, latent_input: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                control: ControlResiduals | None = None) -> torch.Tensor:
-        """latent_input (B, 9, h, w), timesteps (B,) or scalar, context (B, 77, D) -> (B, 4, h, w)."""
+                control: ControlResiduals | None = None, deep: torch.Tensor | None = None,
+                keep_deep: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """latent_input (B, 9, h, w), timesteps (B,) or scalar, context (B, 77, D) -> (B, 4, h, w).
+
+        Feature reuse across steps (DeepCache, Ma et al. 2023): `keep_deep` also returns the deep
+        features, the input of the last up level (B, C_1, h, w), computed from every level below; a
+        later, cheap step given them as `deep` runs only conv_in, the first down level and the last up
+        level, with `control` holding the residuals of those shallow skips alone."""
         time_embedding = self.embed_timesteps(timesteps, latent_input.shape[0], latent_input.dtype)  # (B, 4 * C_0)
         x = self.conv_in(latent_input)  # (B, C_0, h, w)
+        if deep is not None:
+            skips = self.encode_shallow(x, time_embedding, context)  # SD2: 3 x (B, C_0, h, w)
+            if control is not None:
+                skips = [skip + residual for skip, residual in zip(skips, control.down, strict=True)]
+            return self.decode_shallowest(deep, skips, time_embedding, context)
         x, skips = self.encode(x, time_embedding, context)  # (B, C_last, h/8, w/8) for SD2, and 12 skips
         if control is not None:  # one residual of each skip's shape, and one of the middle's
             skips = [skip + residual for skip, residual in zip(skips, control.down, strict=True)]
             x = x + control.mid
-        for block in self.up_blocks:
+        for block in self.up_blocks[:-1]:
             block_skips = skips[-len(block.resnets):]
             skips = skips[:-len(block.resnets)]
             # Upsample to the size of the next skip, so odd latent sizes still line up.
-            upsample_size = skips[-1].shape[-2:] if skips else None
-            # up level i -> (B, C_i, h/2^(i-1), w/2^(i-1)), the last (level 0) -> (B, C_0, h, w)
+            upsample_size = skips[-1].shape[-2:]
+            # up level i -> (B, C_i, h/2^(i-1), w/2^(i-1)), the last of these (level 1) -> (B, C_1, h, w)
             x = self.run_block(block, x, block_skips, time_embedding, context, upsample_size)
+        prediction = self.decode_shallowest(x, skips, time_embedding, context)
+        return (prediction, x) if keep_deep else prediction
+
+    def decode_shallowest(self, x: torch.Tensor, skips: list[torch.Tensor], time_embedding: torch.Tensor,
+                          context: torch.Tensor) -> torch.Tensor:
+        """The last up level (level 0, which reads conv_in's and the first level's skips) and the output:
+        x (B, C_1, h, w) -> (B, 4, h, w)."""
+        x = self.run_block(self.up_blocks[-1], x, skips, time_embedding, context, None)  # (B, C_0, h, w)
         return self.conv_out(F.silu(self.conv_norm_out(x)))  # (B, C_0, h, w) -> (B, 4, h, w)

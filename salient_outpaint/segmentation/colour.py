@@ -19,6 +19,7 @@ from ..data.masks import binarize
 from ..data.synthetic import COLOURS
 from .interface import SegmentPrompt, SegmenterError, check_image, check_prompt
 
+SECOND_SHADE = 0.1  # the least share of the seed pixels that makes a second object colour
 STRIPE_SHADE = 0.55  # the darker stripes of a striped toy object (data/synthetic.py render_scene)
 
 
@@ -52,9 +53,21 @@ class ColourSegmenter:
                 seeds[int(y), int(x)] = True
         else:
             return self.largest_palette_region(image)
-        object_colour = image[:, seeds].median(dim=1).values  # (3,)
-        close_in_colour = ((image - object_colour[:, None, None]).norm(dim=0) <= self.tolerance) & inside_box
+        colours = self.object_colours(image[:, seeds])  # (K, 3), K = 1 or 2
+        distance = (image[None] - colours[:, :, None, None]).norm(dim=1).amin(dim=0)  # (H, W) to the nearest
+        close_in_colour = (distance <= self.tolerance) & inside_box
         return regions_touching(close_in_colour & seeds, close_in_colour).float()[None]
+
+    def object_colours(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(3, N) the pixels at the seeds -> (K, 3) the object's colours: their median, and, for a striped
+        object, the median of the other shade (the seeds farther than `tolerance` from the first colour,
+        when they are at least SECOND_SHADE of them). One colour alone follows one shade of the stripes and
+        misses the rest of the object."""
+        first = pixels.median(dim=1).values  # (3,)
+        other = pixels[:, (pixels - first[:, None]).norm(dim=0) > self.tolerance]
+        if other.shape[1] < SECOND_SHADE * pixels.shape[1]:
+            return first[None]
+        return torch.stack([first, other.median(dim=1).values])
 
     def largest_palette_region(self, image: torch.Tensor) -> torch.Tensor:
         palette = toy_palette().to(image)  # (K, 3)
