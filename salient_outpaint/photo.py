@@ -6,8 +6,9 @@ the pixel count, so a 4000x3000 phone photo is not sampled at its own size:
     photo (3, H, W), object mask (1, H, W) --(antialiased resize)--> working size (h, w), about
         resolution^2 pixels, the photo's aspect ratio, sides multiples of 8
     working image + mask --(pipeline.py)--> (N, 3, h, w) new backgrounds
-    --(bicubic resize)--> (N, 3, H, W), and the photo's own object pixels pasted back over them
-        with a feathered edge: the object stays pixel for pixel the photo's, only its rim blends.
+    --(composite.py: the object's working-size rendition removed, bicubic resize)--> (N, 3, H, W),
+        and the photo's own object composited over them with its own full-size mask: a soft matte
+        stays soft, a binary one blends over at most `options.feather` pixels (2) inside its edge.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .data.masks import feathered_paste
+from .composite import composite
 from .inputs import check_mask_size
 from .options import SamplingOptions
 from .pipeline import OutpaintPipeline
@@ -56,7 +57,4 @@ def outpaint_photo(pipeline: OutpaintPipeline, image: torch.Tensor, object_mask:
                          progress=progress)  # (N, 3, h, w)
     if raw:
         return generated
-    upscaled = resize(generated, (height, width), "bicubic").clamp(-1, 1)  # (N, 3, H, W)
-    # The generated edge is options.feather pixels wide at the working size; as wide at full size.
-    feather = max(options.feather, round(options.feather * height / size[0]))
-    return feathered_paste(upscaled, image[None], object_mask[None], feather)
+    return composite(generated, working_mask, image, object_mask, options.feather)  # (N, 3, H, W)
