@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .composite import composite
+from .hires import HiresOptions, hires_size, refine
 from .inputs import check_mask_size
 from .options import SamplingOptions
 from .pipeline import OutpaintPipeline
@@ -42,12 +43,13 @@ def resize(images: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tens
 def outpaint_photo(pipeline: OutpaintPipeline, image: torch.Tensor, object_mask: torch.Tensor, prompt: str,
                    negative_prompt: str = "", num_images: int = 1, options: SamplingOptions = SamplingOptions(),
                    generator: torch.Generator | None = None, resolution: int | None = None, raw: bool = False,
-                   progress: bool = False) -> torch.Tensor:
+                   progress: bool = False, hires: HiresOptions | None = None) -> torch.Tensor:
     """image (3, H, W) in [-1, 1], object_mask (1, H, W) in [0, 1] (1 = object, may be soft)
     -> (num_images, 3, H, W) in [-1, 1] with the object composited back, or with `raw` the model's
     own output at the working size (num_images, 3, h, w).
 
-    `resolution` (default: the model's training size, config.image_size) sets the working area."""
+    `resolution` (default: the model's training size, config.image_size) sets the working area. With
+    `hires`, the result is painted again in tiles toward the photo's size first (hires.py)."""
     check_mask_size(object_mask.shape[-2:], image.shape[-2:])
     height, width = image.shape[-2:]
     size = working_size(height, width, resolution or pipeline.models.config.image_size)
@@ -57,4 +59,12 @@ def outpaint_photo(pipeline: OutpaintPipeline, image: torch.Tensor, object_mask:
                          progress=progress)  # (N, 3, h, w)
     if raw:
         return generated
+    if hires is not None:
+        larger = hires_size(height, width, hires.hires_size)
+        if larger[0] * larger[1] > size[0] * size[1]:
+            larger_mask = resize(object_mask, larger, "bilinear").clamp(0, 1)
+            generated = refine(pipeline, generated, working_mask, resize(image, larger, "bicubic").clamp(-1, 1),
+                               larger_mask, prompt, negative_prompt, options, hires, larger, generator,
+                               progress)  # (N, 3, H', W')
+            working_mask = larger_mask  # the mask of the image composited now
     return composite(generated, working_mask, image, object_mask, options.feather)  # (N, 3, H, W)
