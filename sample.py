@@ -33,6 +33,7 @@ from salient_outpaint.batch import jobs_from_images, jobs_from_manifest, prepare
 from salient_outpaint.checkpoints import CheckpointError
 from salient_outpaint.config import PRESETS
 from salient_outpaint.device import check_device, default_device
+from salient_outpaint.hires import add_hires_arguments, hires_options
 from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS, load_models
 from salient_outpaint.modules.models import compile_models
 from salient_outpaint.options import SAMPLING_PRESETS, OptionError, SamplingOptions
@@ -91,6 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                        "aspect ratio kept (default: the model's, 512 for SD2)")
     parser.add_argument("--raw", action="store_true", help="write the model's output at the working size, "
                                                            "without resizing and pasting the object back")
+    add_hires_arguments(parser)
     parser.add_argument("--out", default="outputs", help="output folder (default: outputs)")
     parser.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs exist")
     parser.add_argument("--preset", choices=sorted(PRESETS),
@@ -180,6 +182,7 @@ def mask_finder(args):
 def generate(args) -> int:
     try:
         options = sampling_options(args)
+        hires = hires_options(args)
         check_args(args)
         jobs = list_jobs(args)
         out = prepare_output_folder(Path(args.out))  # before the models: a wrong --out costs nothing
@@ -196,7 +199,7 @@ def generate(args) -> int:
     summary = run_batch(OutpaintPipeline(models, args.device), jobs, out, num_images=args.num_images,
                         batch_size=args.batch_size, options=options, negative_prompt=args.negative_prompt,
                         seed=args.seed, resolution=args.resolution, raw=args.raw, overwrite=args.overwrite,
-                        find_mask=mask_finder(args))
+                        find_mask=mask_finder(args), hires=hires)
     print(f"wrote {summary.images} images for {len(summary.done)} of {len(jobs)} inputs to {out}"
           + (f"; {len(summary.skipped)} already done, skipped (--overwrite redoes them)" if summary.skipped else ""))
     if summary.failed:

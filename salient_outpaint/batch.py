@@ -25,6 +25,7 @@ from tqdm import tqdm
 from .data.images import (IMAGE_SUFFIXES, NoMaskInImage, images_in, load_image, load_mask,
                           load_rgba_as_image_and_mask, make_grid, mask_as_image, save_image)
 from .data.manifest import read_manifest
+from .hires import HiresOptions
 from .options import SamplingOptions
 from .photo import outpaint_photo, resize, working_size
 from .pipeline import OutpaintPipeline
@@ -134,9 +135,9 @@ def load_job(job: Job, find_mask: MaskFinder | None = None) -> tuple[torch.Tenso
 def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], out: Path, num_images: int, batch_size: int,
               options: SamplingOptions = SamplingOptions(), negative_prompt: str = "", seed: int = 0,
               resolution: int | None = None, raw: bool = False, overwrite: bool = False,
-              find_mask: MaskFinder | None = None) -> Summary:
+              find_mask: MaskFinder | None = None, hires: HiresOptions | None = None) -> Summary:
     """Every job's num_images results into `out`, batch_size at a time; one progress bar for all. A mask
-    made by the segmenter is written beside them as <name>_mask.png."""
+    made by the segmenter is written beside them as <name>_mask.png. `hires`: see photo.outpaint_photo."""
     summary = Summary()
     area_side = resolution or pipeline.models.config.image_size
     with tqdm(total=len(jobs) * num_images, unit="image", desc="outpaint") as progress:
@@ -157,7 +158,7 @@ def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], out: Path, num_images
                 while written < num_images:
                     count = min(batch_size, num_images - written)
                     images = outpaint_photo(pipeline, image, mask, job.prompt, negative_prompt, count, options,
-                                            generator, resolution, raw)
+                                            generator, resolution, raw, hires=hires)
                     for generated in images:
                         save_image(generated, output_path(out, job.name, written))
                         if len(shown) < 2 + GRID_IMAGES:

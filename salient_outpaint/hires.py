@@ -47,6 +47,29 @@ class HiresOptions:
             raise OptionError(lambda name: f"{name('hires_strength')} must be in (0, 1], got {strength:g}")
 
 
+def add_hires_arguments(parser) -> None:
+    """--hires, --hires-size, --hires-strength on a command line (sample.py, app.py); ranges: HiresOptions."""
+    default = HiresOptions()
+    group = parser.add_argument_group("detail at the photo's size (--hires)")
+    group.add_argument("--hires", action="store_true",
+                       help="paint the background again toward the photo's size, in overlapping tiles of the "
+                            "model's size: costs about 1.8 x (pixels / model's pixels) x steps x strength more "
+                            "U-Net calls than the working-size run (a 2048x1536 result with SD2: ~20 tiles a "
+                            "step), and the large image's encode and decode (default: off, bicubic upscale)")
+    group.add_argument("--hires-size", type=int, default=default.hires_size,
+                       help=f"the long side of the --hires result at most, a multiple of 8; the photo's own "
+                            f"size if smaller (default: {default.hires_size})")
+    group.add_argument("--hires-strength", type=float, default=default.hires_strength,
+                       help=f"how much of the upscaled result --hires paints again, in (0, 1]: the last "
+                            f"steps x strength of the sampler's steps (default: {default.hires_strength})")
+
+
+def hires_options(args) -> HiresOptions | None:
+    """The options of the flags, checked (OptionError) even without --hires: a bad value is a mistake."""
+    options = HiresOptions(hires_size=args.hires_size, hires_strength=args.hires_strength)
+    return options if args.hires else None
+
+
 def hires_size(height: int, width: int, long_side: int) -> tuple[int, int]:
     """(H', W'): the photo's (height, width), shrunk so that the long side is at most `long_side`, sides
     rounded to multiples of 8."""
