@@ -24,7 +24,8 @@ from .modules.layers import ResnetBlock
 from .modules.vae import AutoencoderKL, VAEBlock
 from .tiles import scaled, tiled
 
-STRIP_PIXELS = 2 ** 21  # pixels (rows x columns) per strip at an up block's resolution: 64 rows of 512 at 512 px
+STRIP_PIXELS = 2 ** 15  # pixels (rows x columns) per strip at an up block's resolution: 64 rows of 512 at 512 px
+STATISTICS_CHUNK = 2 ** 16  # values per group summed at once in float64
 HALO = 1  # rows of context each 3x3 convolution needs on each side
 
 
@@ -32,7 +33,7 @@ def group_statistics(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.
     """(B, C, H, W) -> mean and variance per (B, groups) over the whole map, summed in float64 a chunk at a
     time (a float64 copy of the map would double what the strips save)."""
     grouped = x.reshape(x.shape[0], groups, -1)  # (B, G, C / G * H * W)
-    chunks = grouped.split(max(1, STRIP_PIXELS // groups), dim=-1)
+    chunks = grouped.split(STATISTICS_CHUNK, dim=-1)
     mean = sum(chunk.double().sum(-1) for chunk in chunks) / grouped.shape[-1]
     squares = sum(((chunk.double() - mean[..., None]) ** 2).sum(-1) for chunk in chunks)
     return mean, squares / grouped.shape[-1]
