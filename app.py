@@ -18,8 +18,9 @@ from salient_outpaint.app.uploads import DEFAULT_MAX_PIXELS
 from salient_outpaint.checkpoints import CheckpointError
 from salient_outpaint.config import PRESETS
 from salient_outpaint.device import check_device, default_device
+from salient_outpaint.hires import add_hires_arguments, hires_options
 from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS, load_models
-from salient_outpaint.options import SAMPLING_PRESETS, SamplingOptions, preset_with
+from salient_outpaint.options import SAMPLING_PRESETS, OptionError, SamplingOptions, preset_with
 from salient_outpaint.segmentation import SEGMENTERS
 
 
@@ -45,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "steps, guidance 7.5)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help=f"largest upload, in pixels (default: {DEFAULT_MAX_PIXELS:,})")
+    add_hires_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -57,9 +59,14 @@ def main(argv=None) -> int:
         return 2
     segmenter = args.segmenter or ("colour" if not args.checkpoint else "inspyrenet" if args.mask_weights else None)
     try:
+        hires = hires_options(args)
         device = check_device(args.device)
         service = OutpaintService(load_models(args.checkpoint, args.controlnet, args.preset), device=device,
-                                  max_pixels=args.max_pixels, segmenter=segmenter, mask_weights=args.mask_weights)
+                                  max_pixels=args.max_pixels, segmenter=segmenter, mask_weights=args.mask_weights,
+                                  hires=hires)
+    except OptionError as error:
+        print(f"error: {error.with_flags()}", file=sys.stderr)
+        return 2
     except (CheckpointError, FileNotFoundError, ImportError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -38,6 +38,7 @@ from salient_outpaint.batch import jobs_from_images, jobs_from_manifest, plan_ba
 from salient_outpaint.checkpoints import CheckpointError
 from salient_outpaint.config import PRESETS
 from salient_outpaint.device import check_device, default_device
+from salient_outpaint.hires import HiresOptions, add_hires_arguments, hires_options
 from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS, load_models
 from salient_outpaint.modules.models import compile_models
 from salient_outpaint.options import SAMPLING_PRESETS, OptionError, SamplingOptions, add_speed_arguments, preset_with
@@ -100,6 +101,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                        "aspect ratio kept (default: the model's, 512 for SD2)")
     parser.add_argument("--raw", action="store_true", help="write the model's output at the working size, "
                                                            "without resizing and pasting the object back")
+    add_hires_arguments(parser)
     parser.add_argument("--out", default="outputs", help="output folder (default: outputs)")
     parser.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs exist")
     parser.add_argument("--preset", choices=sorted(PRESETS),
@@ -173,11 +175,12 @@ def list_jobs(args):
     return jobs_from_images(TOY_EXAMPLE / "object.png", Path(args.mask or TOY_EXAMPLE / "mask.png"), prompt)
 
 
-def output_settings(args, options: SamplingOptions, device) -> dict:
+def output_settings(args, options: SamplingOptions, hires: HiresOptions | None, device) -> dict:
     """What shapes the images, recorded in OUT/settings.json: a rerun skips an input only when these match."""
     weights = {"checkpoint": args.checkpoint or TOY_WEIGHTS, "mask_weights": args.mask_weights,
                "controlnet": None if args.no_controlnet else args.controlnet}
-    return {"sampling": asdict(options), "prompt": args.prompt, "negative_prompt": args.negative_prompt,
+    return {"sampling": asdict(options), "hires": asdict(hires) if hires else None,
+            "prompt": args.prompt, "negative_prompt": args.negative_prompt,
             "seed": args.seed, "resolution": args.resolution, "raw": args.raw, "preset": args.preset,
             "dtype": args.dtype or default_dtype(device),
             "masks": {"segmenter": args.segmenter, "point": args.point, "box": args.box,
@@ -202,12 +205,13 @@ def generate(args) -> int:
     """One process, or one of several under torchrun: each makes its share, rank 0 speaks for the run."""
     try:
         options = sampling_options(args)
+        hires = hires_options(args)
         check_args(args)
         process = distributed.start_sharing(args.device)
         jobs = list_jobs(args)
         out = Path(args.out)  # rank 0 checks it before the models load: a wrong --out costs nothing
         todo = distributed.on_main(process, lambda: plan_batch(
-            jobs, out, output_settings(args, options, process.device), args.num_images, args.overwrite))
+            jobs, out, output_settings(args, options, hires, process.device), args.num_images, args.overwrite))
         models = load_models(args.checkpoint, args.controlnet, args.preset, with_controlnet=not args.no_controlnet,
                              dtype=args.dtype, device=process.device)
         if args.compile:
@@ -220,7 +224,7 @@ def generate(args) -> int:
         summary = run_batch(OutpaintPipeline(models, process.device), jobs, todo, out, num_images=args.num_images,
                             batch_size=args.batch_size, options=options, negative_prompt=args.negative_prompt,
                             seed=args.seed, resolution=args.resolution, raw=args.raw, find_mask=mask_finder(args),
-                            process=process)
+                            hires=hires, process=process)
     except distributed.PeerLost as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -34,6 +34,7 @@ from .data.images import (IMAGE_SUFFIXES, NoMaskInImage, images_in, load_image, 
                           load_rgba_as_image_and_mask, make_grid, mask_as_image, save_image)
 from .data.manifest import read_manifest
 from .distributed import Process, gather, single_process
+from .hires import HiresOptions
 from .options import SamplingOptions
 from .output_settings import differences, read_record, record_path, write_record
 from .photo import outpaint_photo, resize, working_size
@@ -176,11 +177,11 @@ def load_job(job: Job, find_mask: MaskFinder | None = None) -> tuple[torch.Tenso
 def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], todo: list[int], out: Path, num_images: int,
               batch_size: int, options: SamplingOptions = SamplingOptions(), negative_prompt: str = "",
               seed: int = 0, resolution: int | None = None, raw: bool = False, find_mask: MaskFinder | None = None,
-              process: Process = single_process()) -> Summary:
+              hires: HiresOptions | None = None, process: Process = single_process()) -> Summary:
     """This process's share of the jobs `todo` (plan_batch's) into `out`, num_images results each,
     batch_size at a time; returns, on every process, the summary of the whole run (a peer that died:
     distributed.PeerLost). One progress bar for all processes, on rank 0. A mask made by the segmenter
-    is written beside the images as <name>_mask.png."""
+    is written beside the images as <name>_mask.png. `hires`: see photo.outpaint_photo."""
     to_do = set(todo)
     summary = Summary(skipped=[job.name for index, job in enumerate(jobs) if index not in to_do]
                       if process.is_main else [])
@@ -201,7 +202,7 @@ def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], todo: list[int], out:
                 while written < num_images:
                     count = min(batch_size, num_images - written)
                     images = outpaint_photo(pipeline, image, mask, job.prompt, negative_prompt, count, options,
-                                            generator, resolution, raw)
+                                            generator, resolution, raw, hires=hires)
                     for generated in images:
                         save_image(generated, output_path(out, job.name, written))
                         if len(shown) < 2 + GRID_IMAGES:

@@ -6,8 +6,9 @@ the pixel count, so a 4000x3000 phone photo is not sampled at its own size:
     photo (3, H, W), object mask (1, H, W) --(antialiased resize)--> working size (h, w), about
         resolution^2 pixels, the photo's aspect ratio, sides multiples of 8
     working image + mask --(pipeline.py)--> (N, 3, h, w) new backgrounds
-    --(bicubic resize)--> (N, 3, H, W), and the photo's own object pixels pasted back over them
-        with a feathered edge: the object stays pixel for pixel the photo's, only its rim blends.
+    --(composite.py: the object's working-size rendition removed, bicubic resize)--> (N, 3, H, W),
+        and the photo's own object composited over them with its own full-size mask: a soft matte
+        stays soft, a binary one blends over at most `options.feather` pixels (2) inside its edge.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .data.masks import feathered_paste
+from .composite import composite
+from .hires import HiresOptions, hires_size, refine
 from .inputs import check_mask_size
 from .options import SamplingOptions
 from .pipeline import OutpaintPipeline
@@ -41,12 +43,13 @@ def resize(images: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tens
 def outpaint_photo(pipeline: OutpaintPipeline, image: torch.Tensor, object_mask: torch.Tensor, prompt: str,
                    negative_prompt: str = "", num_images: int = 1, options: SamplingOptions = SamplingOptions(),
                    generator: torch.Generator | None = None, resolution: int | None = None, raw: bool = False,
-                   progress: bool = False) -> torch.Tensor:
+                   progress: bool = False, hires: HiresOptions | None = None) -> torch.Tensor:
     """image (3, H, W) in [-1, 1], object_mask (1, H, W) in [0, 1] (1 = object, may be soft)
     -> (num_images, 3, H, W) in [-1, 1] with the object composited back, or with `raw` the model's
     own output at the working size (num_images, 3, h, w).
 
-    `resolution` (default: the model's training size, config.image_size) sets the working area."""
+    `resolution` (default: the model's training size, config.image_size) sets the working area. With
+    `hires`, the result is painted again in tiles toward the photo's size first (hires.py)."""
     check_mask_size(object_mask.shape[-2:], image.shape[-2:])
     height, width = image.shape[-2:]
     size = working_size(height, width, resolution or pipeline.models.config.image_size)
@@ -56,7 +59,12 @@ def outpaint_photo(pipeline: OutpaintPipeline, image: torch.Tensor, object_mask:
                          progress=progress)  # (N, 3, h, w)
     if raw:
         return generated
-    upscaled = resize(generated, (height, width), "bicubic").clamp(-1, 1)  # (N, 3, H, W)
-    # The generated edge is options.feather pixels wide at the working size; as wide at full size.
-    feather = max(options.feather, round(options.feather * height / size[0]))
-    return feathered_paste(upscaled, image[None], object_mask[None], feather)
+    if hires is not None:
+        larger = hires_size(height, width, hires.hires_size)
+        if larger[0] * larger[1] > size[0] * size[1]:
+            larger_mask = resize(object_mask, larger, "bilinear").clamp(0, 1)
+            generated = refine(pipeline, generated, working_mask, resize(image, larger, "bicubic").clamp(-1, 1),
+                               larger_mask, prompt, negative_prompt, options, hires, larger, generator,
+                               progress)  # (N, 3, H', W')
+            working_mask = larger_mask  # the mask of the image composited now
+    return composite(generated, working_mask, image, object_mask, options.feather)  # (N, 3, H, W)

@@ -26,7 +26,7 @@ def count_calls(monkeypatch, fail_on=None):
     the prompt and num_images of every call; raise on call number `fail_on` (a crash)."""
     calls = []
 
-    def counted(pipeline, image, mask, prompt, negative_prompt, num_images, *args):
+    def counted(pipeline, image, mask, prompt, negative_prompt, num_images, *args, **kwargs):
         calls.append((prompt, num_images))
         if len(calls) == fail_on:
             raise RuntimeError("out of memory (simulated)")
@@ -111,7 +111,7 @@ def test_a_folder_of_masks_is_matched_by_name(tmp_path, monkeypatch, capsys):
         mask.save(tmp_path / "masks" / f"{name}.png")
     Image.new("RGB", (64, 48)).save(tmp_path / "photos" / "maskless.jpg")
     masks = []
-    monkeypatch.setattr(batch, "outpaint_photo", lambda pipeline, image, mask, *args: masks.append(mask) or
+    monkeypatch.setattr(batch, "outpaint_photo", lambda pipeline, image, mask, *args, **kwargs: masks.append(mask) or
                         torch.zeros(1, *image.shape))
     assert sample_cli.main(["--image", str(tmp_path / "photos"), "--mask", str(tmp_path / "masks"), "--prompt", "x",
                             *FAST, "--out", str(tmp_path / "out")]) == 1  # maskless.jpg has no mask

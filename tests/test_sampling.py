@@ -23,6 +23,7 @@ from salient_outpaint.config import ScheduleConfig
 from salient_outpaint.options import OptionError, SamplingOptions
 from salient_outpaint.sampling import SAMPLERS
 from salient_outpaint.sampling.schedule import (add_noise, alphas_cumprod, leading_timesteps, linspace_timesteps,
+                                                part_way_timesteps,
                                                 predicted_clean_and_noise, velocity)
 
 FIXTURE = load_file(Path(__file__).parent / "fixtures" / "sampling.safetensors")
@@ -168,3 +169,48 @@ def test_predictions_invert_add_noise_and_velocity():
             torch.testing.assert_close(predicted_noise, noise[index], rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="unknown prediction type"):
         predicted_clean_and_noise(noise, noisy, 0.5, "sample")
+
+
+IMG2IMG = load_file(Path(__file__).parent / "fixtures" / "sampling_img2img.safetensors")
+IMG2IMG_CASES = {  # the fixture's runs that start part way: name -> (sampler, steps, prediction type, strength)
+    "ddim_10_epsilon_0.3": ("ddim", 10, "epsilon", 0.3),
+    "ddim_20_v_0.55": ("ddim", 20, "v_prediction", 0.55),
+    "dpm_20_epsilon_0.4": ("dpm", 20, "epsilon", 0.4),
+    "dpm_7_v_0.5": ("dpm", 7, "v_prediction", 0.5),
+    "dpm_10_epsilon_0.15": ("dpm", 10, "epsilon", 0.15),
+    "unipc_20_epsilon_0.35": ("unipc", 20, "epsilon", 0.35),
+    "unipc_10_v_0.5": ("unipc", 10, "v_prediction", 0.5),
+    "unipc_8_epsilon_0.25": ("unipc", 8, "epsilon", 0.25),
+    "unipc_20_epsilon_1.0": ("unipc", 20, "epsilon", 1.0),
+}
+
+
+def test_img2img_fixture_cases_are_the_ones_tested():
+    assert {key.rsplit(".", 1)[0] for key in IMG2IMG if key.endswith(".trajectory")} == set(IMG2IMG_CASES)
+
+
+@pytest.mark.parametrize("name", IMG2IMG_CASES)
+def test_a_run_that_starts_part_way_follows_the_reference(name):
+    """img2img as diffusers runs it: the tail of the timesteps, the clean latents noised to the first of
+    them, then the sampler from there (same tolerance as the full runs)."""
+    sampler, steps, prediction_type, strength = IMG2IMG_CASES[name]
+    timesteps = part_way_timesteps(SAMPLERS[SAMPLER_OF[sampler]].timesteps(steps, 1000), strength)
+    assert timesteps == IMG2IMG[f"{name}.timesteps"].tolist()
+    alphas = alphas_cumprod(ScheduleConfig())
+    noised = add_noise(IMG2IMG["clean"], IMG2IMG["noise"], torch.tensor(timesteps[:1]), alphas)
+    torch.testing.assert_close(noised, IMG2IMG[f"{name}.noised"], rtol=1e-6, atol=1e-6)
+    trajectory = []
+
+    def stand_in_model(latents, timestep):
+        trajectory.append(latents.clone())
+        return 0.3 * latents + torch.sin(timestep.float() / 100) * FIXTURE["pattern"]
+
+    final = SAMPLERS[SAMPLER_OF[sampler]].sample(stand_in_model, noised, timesteps, alphas, prediction_type)
+    torch.testing.assert_close(torch.stack(trajectory[1:] + [final]), IMG2IMG[f"{name}.trajectory"], **TOLERANCE)
+
+
+def test_part_way_timesteps_by_hand():
+    timesteps = linspace_timesteps(10, 1000)
+    assert part_way_timesteps(timesteps, 1.0) == timesteps
+    assert part_way_timesteps(timesteps, 0.3) == timesteps[7:]
+    assert part_way_timesteps(timesteps, 0.01) == timesteps[-1:]  # diffusers would run none: at least one

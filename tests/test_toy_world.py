@@ -69,3 +69,18 @@ def test_feathered_paste_keeps_the_object_core_and_the_generated_background():
     assert 0 < edge < 1  # the edge blends
     assert torch.equal(feathered_paste(generated, original, mask, feather=0)[..., 8:24, 8:24],
                        torch.ones(2, 3, 16, 16))
+
+
+def test_a_scene_drawn_at_4x_is_the_same_scene_in_statistics():
+    """render_scene(size) draws the object's geometry before the background, so at 4x the caption and the
+    object are the same (its mask, shrunk back, agrees on 99% of pixels: only the antialiased rim differs);
+    the background's random draws differ (the per-pixel noise has 16x the pixels), so it is compared by its
+    statistics: recognised as the same background by the signatures drawn at the working size."""
+    signatures = background_signatures()
+    for index in range(12):
+        small = ToyWorldDataset(12, size=64, split="test")[index]
+        large = ToyWorldDataset(12, size=256, split="test")[index]
+        assert large["image"].shape == (3, 256, 256) and large["caption"] == small["caption"]
+        shrunk = (torch.nn.functional.avg_pool2d(large["mask"][None], 4)[0] > 0.5).float()
+        assert (shrunk == small["mask"]).float().mean() > 0.99
+        assert classify_background(large["image"], large["mask"], signatures) == large["background"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..data.masks import binarize
+from ..hires import HiresOptions
 from ..inputs import InputError
 from ..modules.models import Models
 from ..options import SamplingOptions
@@ -28,13 +29,16 @@ TAKES_POINTS = ("sam", "colour")  # the segmenters a click on the object can pro
 
 class OutpaintService:
     def __init__(self, models: Models, device: torch.device | str = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 segmenter: str | None = None, mask_weights: str | Path | None = None):
+                 segmenter: str | None = None, mask_weights: str | Path | None = None,
+                 hires: HiresOptions | None = None):
         """`segmenter` (a name of salient_outpaint.segmentation, with its `mask_weights`) finds the object
-        of a photo that brings no mask of its own; None: the person uploads or paints the mask."""
+        of a photo that brings no mask of its own; None: the person uploads or paints the mask. `hires`: every
+        result painted again toward the photo's size (app.py --hires)."""
         if models.controlnet is None:
             raise ValueError("the app needs a ControlNet (it compares against SI2 alone by setting its scale to 0)")
         self.pipeline = OutpaintPipeline(models, device)
         self.max_pixels = max_pixels
+        self.hires = hires
         self.segmenter_name = segmenter
         self.segmenter = make_segmenter(segmenter, mask_weights, device) if segmenter else None
 
@@ -81,7 +85,8 @@ class OutpaintService:
         def sample(control_scale: float) -> torch.Tensor:
             generator = torch.Generator().manual_seed(seed)
             return outpaint_photo(self.pipeline, image, mask, prompt, negative_prompt, num_images,
-                                  dataclasses.replace(options, control_scale=control_scale), generator, progress=True)
+                                  dataclasses.replace(options, control_scale=control_scale), generator, progress=True,
+                                  hires=self.hires)
 
         images = sample(options.control_scale)
         return images, sample(0.0) if compare else None

@@ -3,7 +3,8 @@
 As in k-diffusion, a sampler is given the timesteps it calls the model at; it never computes them.
 SAMPLERS names each sampler with the spacing its reference scheduler uses, (steps, T) -> [t_0, t_1, ...]:
 the one place that decides a sampler's timesteps. The pipeline computes them once and hands the same
-list to the sampler and to the ControlNet's window.
+list to the sampler and to the ControlNet's window. A run that starts part way (img2img, --hires) takes
+the tail of that list (schedule.part_way_timesteps) and starts from latents noised to its first timestep.
 """
 from __future__ import annotations
 

@@ -74,3 +74,11 @@ def linspace_timesteps(steps: int, num_train_timesteps: int) -> list[int]:
     """DPM-Solver's spacing: evenly from T-1 down, rounded (999, 949, ..., 50 for 20 of 1000)."""
     points = torch.linspace(0, num_train_timesteps - 1, steps + 1, dtype=torch.float64).round()
     return [int(t) for t in points.flip(0)[:-1]]
+
+
+def part_way_timesteps(timesteps: list[int], strength: float) -> list[int]:
+    """The timesteps of a run that starts part way (img2img), diffusers' choice: of a run's n timesteps, the
+    last int(n * strength), at least one (diffusers refuses none). Strength 1 keeps them all; the run
+    starts from clean latents noised to the first one kept (add_noise)."""
+    kept = max(1, min(int(len(timesteps) * strength), len(timesteps)))
+    return timesteps[len(timesteps) - kept:]

@@ -1,0 +1,119 @@
+"""The VAE at bounded memory: an exact decode in strips, and overlapping tiles for large images.
+
+A decode's activations dwarf its latents: SD2's decoder turns (1, 4, 64, 64) into a 512 px image
+through (1, 512, 256, 256) and (1, 256, 512, 512) maps, and each residual block holds several such
+maps at once (its input, the normalised input, the activation, the convolution's output, the sum).
+
+Exact, at or below the native size (`decode_in_strips`): the middle block runs whole (at the latent
+size it is small, and its attention sees every pixel), the up blocks layer by layer in horizontal
+strips. Every operation but GroupNorm is local (3x3 convolutions: one row of context each side), so a
+strip with one row of halo gives the same rows as the whole map; GroupNorm's statistics are taken over
+the whole map first (in float64), then applied strip by strip. What is held at once: one block's
+input and output maps, and one strip's temporaries.
+
+Approximate, above it (`decode_tiled`, `encode_tiled`, used by --hires): overlapping tiles of the
+native size, blended with smooth weights (tiles.py); each tile's GroupNorm sees its own statistics, so
+tiles differ slightly where they meet, and the blending spreads that difference over the overlap.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .modules.layers import ResnetBlock
+from .modules.vae import AutoencoderKL, VAEBlock
+from .tiles import scaled, tiled
+
+STRIP_PIXELS = 2 ** 15  # pixels (rows x columns) per strip at an up block's resolution: 64 rows of 512 at 512 px
+STATISTICS_CHUNK = 2 ** 16  # values per group summed at once in float64
+HALO = 1  # rows of context each 3x3 convolution needs on each side
+
+
+def group_statistics(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, H, W) -> mean and variance per (B, groups) over the whole map, summed in float64 a chunk at a
+    time (a float64 copy of the map would double what the strips save)."""
+    grouped = x.reshape(x.shape[0], groups, -1)  # (B, G, C / G * H * W)
+    chunks = grouped.split(STATISTICS_CHUNK, dim=-1)
+    mean = sum(chunk.double().sum(-1) for chunk in chunks) / grouped.shape[-1]
+    squares = sum(((chunk.double() - mean[..., None]) ** 2).sum(-1) for chunk in chunks)
+    return mean, squares / grouped.shape[-1]
+
+
+def normalise(x: torch.Tensor, norm: torch.nn.GroupNorm, statistics: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """GroupNorm of a strip of a map with the whole map's (mean, variance)."""
+    mean, variance = statistics
+    batch, channels = x.shape[:2]
+    grouped = x.reshape(batch, norm.num_groups, -1)
+    scale = (variance + norm.eps).rsqrt().to(x.dtype)[..., None]
+    normalised = ((grouped - mean.to(x.dtype)[..., None]) * scale).reshape(x.shape)
+    return normalised * norm.weight[:, None, None] + norm.bias[:, None, None]
+
+
+def in_strips(function, inputs: list[torch.Tensor], out_channels: int, scale: int = 1) -> torch.Tensor:
+    """function(*strips) on horizontal strips of `inputs` (each (B, C_k, H, W)) with HALO rows of context,
+    -> (B, out_channels, H * scale, W * scale), each strip's halo cropped away."""
+    batch, _, height, width = inputs[0].shape
+    out = inputs[0].new_empty(batch, out_channels, height * scale, width * scale)
+    rows = max(1, STRIP_PIXELS // (width * scale * scale))
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        low, high = max(0, top - HALO), min(height, bottom + HALO)
+        result = function(*(x[:, :, low:high] for x in inputs))
+        out[:, :, top * scale:bottom * scale] = result[:, :, (top - low) * scale:(bottom - low) * scale]
+    return out
+
+
+def resnet_in_strips(block: ResnetBlock, x: torch.Tensor) -> torch.Tensor:
+    """ResnetBlock.forward without a time embedding, strip by strip (same result up to rounding)."""
+    first = group_statistics(x, block.norm1.num_groups)
+    hidden = in_strips(lambda strip: block.conv1(F.silu(normalise(strip, block.norm1, first))), [x],
+                       block.conv1.out_channels)
+    second = group_statistics(hidden, block.norm2.num_groups)
+
+    def output(x_strip, hidden_strip):
+        shortcut = block.conv_shortcut(x_strip) if hasattr(block, "conv_shortcut") else x_strip
+        return shortcut + block.conv2(F.silu(normalise(hidden_strip, block.norm2, second)))
+
+    return in_strips(output, [x, hidden], block.conv2.out_channels)
+
+
+def up_block_in_strips(block: VAEBlock, x: torch.Tensor) -> torch.Tensor:
+    for resnet in block.resnets:
+        x = resnet_in_strips(resnet, x)
+    if hasattr(block, "upsamplers"):
+        conv = block.upsamplers[0].conv
+        x = in_strips(lambda strip: conv(F.interpolate(strip, scale_factor=2.0, mode="nearest")), [x],
+                      conv.out_channels, scale=2)  # nearest 2x then 3x3: one input row of context
+    return x
+
+
+@torch.no_grad()
+def decode_in_strips(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """Unscaled latents (B, 4, h, w) -> image (B, 3, h * f, w * f): vae.decode's result (within float
+    rounding: 1e-4), holding far less at once."""
+    decoder = vae.decoder
+    x = decoder.mid_block(decoder.conv_in(vae.post_quant_conv(latents)))  # (B, C_last, h, w), whole
+    for block in decoder.up_blocks:
+        x = up_block_in_strips(block, x)
+    statistics = group_statistics(x, decoder.conv_norm_out.num_groups)
+    return in_strips(lambda strip: decoder.conv_out(F.silu(normalise(strip, decoder.conv_norm_out, statistics))),
+                     [x], decoder.conv_out.out_channels)
+
+
+def decode(vae: AutoencoderKL, latents: torch.Tensor, native: int) -> torch.Tensor:
+    """Unscaled latents -> images: exact in strips up to `native` latent pixels a side (the model's size),
+    in overlapping tiles of that size beyond (approximate, seamless)."""
+    if max(latents.shape[-2:]) <= native:
+        return decode_in_strips(vae, latents)
+    factor = vae.config.downsample_factor
+    return tiled(lambda rows, columns: decode_in_strips(vae, latents[..., rows, columns]), *latents.shape[-2:],
+                 native, native // 4, scale=factor)
+
+
+@torch.no_grad()
+def encode_tiled(vae: AutoencoderKL, image: torch.Tensor, native: int) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1], sides multiples of f -> the posterior mean (B, 4, H / f, W / f), unscaled,
+    encoded in overlapping tiles of `native` latent pixels a side (approximate beyond the native size)."""
+    factor = vae.config.downsample_factor
+    return tiled(lambda rows, columns: vae.encode(image[..., scaled(rows, factor), scaled(columns, factor)]).mean,
+                 image.shape[-2] // factor, image.shape[-1] // factor, native, native // 4)

@@ -1,0 +1,74 @@
+"""--hires: the background painted again toward the photo's size in overlapping tiles (hires.py)."""
+import pytest
+import torch
+
+import sample as sample_cli
+from salient_outpaint.hires import HiresOptions
+from salient_outpaint.loading import load_models
+from salient_outpaint.options import OptionError, SamplingOptions
+from salient_outpaint.photo import outpaint_photo
+from salient_outpaint.pipeline import OutpaintPipeline
+
+FAST = SamplingOptions(steps=2, guidance=3.0)
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return OutpaintPipeline(load_models())  # the shipped toy model: working size 64, tiles of 16 latent pixels
+
+
+@pytest.mark.slow
+def test_tiles_with_no_object_and_all_object_are_painted_and_the_object_is_the_photos(pipeline):
+    """A 160x128 photo (2.5x the toy model's area side) whose object fills its left half: at 160x128 the
+    latent map is 32x40, three by three tiles of 16, some all object, some with none. The result has the photo's
+    size and its object pixels, and a background other than the bicubic path's."""
+    height, width = 128, 160
+    rows = torch.linspace(-1, 1, height)[:, None].expand(height, width)
+    image = torch.stack([rows, rows.flip(0), rows * 0]) * 0.6
+    mask = torch.zeros(1, height, width)
+    mask[:, :, :70] = 1
+
+    def paint(hires):
+        return outpaint_photo(pipeline, image, mask, "a red square in front of a brick wall", options=FAST,
+                              generator=torch.Generator().manual_seed(0), hires=hires)
+
+    bicubic, refined = paint(None), paint(HiresOptions(hires_size=160, hires_strength=1.0))
+    assert refined.shape == bicubic.shape == (1, 3, height, width)
+    assert torch.isfinite(refined).all()
+    core = (slice(None), slice(None), slice(3, height - 3), slice(3, 67))  # > 2 px inside the object's edge
+    assert torch.equal(refined[core], image[None][core])
+    background = (slice(None), slice(None), slice(None), slice(80, None))
+    assert (refined[background] - bicubic[background]).abs().mean() > 0.02  # painted again
+
+
+def test_a_photo_no_larger_than_the_working_size_is_not_painted_again(pipeline):
+    image, mask = torch.zeros(3, 64, 64), torch.zeros(1, 64, 64)
+    mask[:, 20:40, 20:40] = 1
+    run = [outpaint_photo(pipeline, image, mask, "x", options=FAST, generator=torch.Generator().manual_seed(0),
+                          hires=hires) for hires in (None, HiresOptions())]
+    assert torch.equal(run[0], run[1])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--hires-size", "100"], "--hires-size must be a positive multiple of 8, got 100"),
+    (["--hires-size", "0"], "--hires-size must be a positive multiple of 8, got 0"),
+    (["--hires-strength", "0"], "--hires-strength must be in (0, 1], got 0"),
+    (["--hires-strength", "1.5"], "--hires-strength must be in (0, 1], got 1.5"),
+    (["--hires-strength", "nan"], "--hires-strength must be in (0, 1], got nan"),
+])
+def test_bad_hires_values_are_one_line_and_exit_2_before_models_load(flags, message, capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(sample_cli, "load_models", lambda *args, **kwargs: pytest.fail("models were loaded"))
+    assert sample_cli.main(["--hires", *flags, "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
+
+
+def test_hires_options_are_checked_where_they_are_made():
+    with pytest.raises(OptionError, match="hires_strength must be in"):
+        HiresOptions(hires_strength=-0.1)
+
+
+def test_help_says_what_hires_costs(capsys):
+    with pytest.raises(SystemExit):
+        sample_cli.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--hires " in help_text and "more U-Net calls" in help_text and "(default: off" in help_text
