@@ -206,7 +206,7 @@ def test_an_explicit_gpu_with_many_processes_is_refused_and_cuda_means_the_local
 def test_a_rerun_with_other_settings_is_refused_and_overwrite_redoes_every_input(tmp_path, monkeypatch, capsys):
     salient_folder(tmp_path, count=2)
     calls = []
-    monkeypatch.setattr(batch, "outpaint_photo", lambda pipeline, image, mask, prompt, negative, count, *rest:
+    monkeypatch.setattr(batch, "outpaint_photo", lambda pipeline, image, mask, prompt, negative, count, *rest, **options:
                         calls.append(prompt) or torch.zeros(count, *image.shape))
     arguments = ["--image", str(tmp_path / "images"), "--mask", str(tmp_path / "masks"), "--steps", "1",
                  "--num-images", "1", "--prompt", "x", "--out", str(tmp_path / "out")]
