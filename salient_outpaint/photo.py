@@ -22,6 +22,11 @@ from .options import SamplingOptions
 from .pipeline import OutpaintPipeline
 
 
+# The largest --resolution: 4x SD2's training side; 16x its pixels. Past it a photo's work would take
+# many times the memory and hours on most machines, and the model, trained at 512, repeats itself.
+MAX_RESOLUTION = 2048
+
+
 def working_size(height: int, width: int, area_side: int) -> tuple[int, int]:
     """(h, w) with about area_side^2 pixels and the aspect ratio of (height, width); sides are
     multiples of 8 (the latent grid of SD's VAE) and at least 8."""
@@ -46,7 +51,8 @@ def outpaint_photo(pipeline: OutpaintPipeline, image: torch.Tensor, object_mask:
     -> (num_images, 3, H, W) in [-1, 1] with the object composited back, or with `raw` the model's
     own output at the working size (num_images, 3, h, w).
 
-    `resolution` (default: the model's training size, config.image_size) sets the working area."""
+    `resolution` (default: the model's training size, config.image_size) sets the working area; at most
+    MAX_RESOLUTION."""
     check_mask_size(object_mask.shape[-2:], image.shape[-2:])
     height, width = image.shape[-2:]
     size = working_size(height, width, resolution or pipeline.models.config.image_size)
@@ -56,7 +62,19 @@ def outpaint_photo(pipeline: OutpaintPipeline, image: torch.Tensor, object_mask:
                          progress=progress)  # (N, 3, h, w)
     if raw:
         return generated
-    upscaled = resize(generated, (height, width), "bicubic").clamp(-1, 1)  # (N, 3, H, W)
-    # The generated edge is options.feather pixels wide at the working size; as wide at full size.
-    feather = max(options.feather, round(options.feather * height / size[0]))
-    return feathered_paste(upscaled, image[None], object_mask[None], feather)
+    full = torch.empty(len(generated), 3, height, width, dtype=image.dtype)  # filled one by one: see full_size
+    for index, one in enumerate(generated):
+        full[index] = full_size(one, image, object_mask, options.feather)
+    return full
+
+
+def full_size(generated: torch.Tensor, image: torch.Tensor, object_mask: torch.Tensor, feather: int) -> torch.Tensor:
+    """One result at the working size (3, h, w) -> (3, H, W) at the photo's size, the photo's own object
+    pixels pasted back with a `feather`-pixel edge. One image at a time: at 40 megapixels an image is
+    480 MB in float32 and the paste-back's temporaries are several of those, so the full-size work of
+    eight at once would take gigabytes."""
+    height, width = image.shape[-2:]
+    upscaled = resize(generated, (height, width), "bicubic").clamp(-1, 1)  # (3, H, W)
+    # The generated edge is `feather` pixels wide at the working size; as wide at full size.
+    feather = max(feather, round(feather * height / generated.shape[-2]))
+    return feathered_paste(upscaled[None], image[None], object_mask[None], feather)[0]

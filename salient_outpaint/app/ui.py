@@ -15,7 +15,6 @@ import gradio as gr
 import numpy as np
 import torch
 
-from ..data.images import to_uint8
 from ..data.masks import binarize
 from ..inputs import InputError
 from ..options import SamplingOptions
@@ -47,8 +46,8 @@ def shown_in_page():
 
 
 def as_pictures(images: torch.Tensor) -> list[np.ndarray]:
-    """(N, 3, H, W) in [-1, 1] -> N (H, W, 3) uint8 arrays, which the galleries save as full-size PNG."""
-    return [to_uint8(image).permute(1, 2, 0).numpy() for image in images]
+    """(N, 3, H, W) uint8 -> N (H, W, 3) uint8 arrays, which the galleries save as full-size PNG."""
+    return [image.permute(1, 2, 0).numpy() for image in images]
 
 
 def parse_points(text: str | None) -> list[tuple[float, float]]:
