@@ -35,7 +35,9 @@ import torch
 
 from salient_outpaint.config import PRESETS
 from salient_outpaint.evaluation.procedure import METHODS, Generation, Metrics, evaluate
+from salient_outpaint.inputs import MAX_SEED
 from salient_outpaint.options import OptionError, SamplingOptions
+from salient_outpaint.outputs import check_output_folder, ends_in_one_line
 from salient_outpaint.precision import add_dtype_argument
 from salient_outpaint.sampling import SAMPLERS
 from salient_outpaint.segmentation import SEGMENTERS
@@ -114,6 +116,9 @@ def generation(args) -> Generation | None:
         return None
     if args.num_images < 1:
         raise ValueError(f"--num-images must be at least 1, got {args.num_images}")
+    if not 0 <= args.seed <= MAX_SEED - (args.toy or 0):
+        raise ValueError(f"--seed must be in [0, 2**63 - 1 - the number of inputs], got {args.seed} (input i uses "
+                         "seed + i)")
     options = {method: SamplingOptions(steps=args.steps, guidance=args.guidance, sampler=args.sampler,
                                        control_scale=args.control_scale if method == "controlnet" else METHODS[method],
                                        control_start=args.control_start, control_end=args.control_end)
@@ -132,7 +137,12 @@ def metrics(args) -> Metrics:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return ends_in_one_line(lambda: run(args))
+
+
+def run(args) -> int:
     out = Path(args.out)
+    skipped = []
     with warnings.catch_warnings():  # warnings (a truncated prompt) as one line each
         warnings.showwarning = lambda message, *rest: print(f"warning: {message}", file=sys.stderr)
         try:
@@ -140,10 +150,11 @@ def main(argv=None) -> int:
                 raise ValueError("give the inputs either as --inputs MANIFEST or as --toy N")
             if not args.generated and not args.generate:
                 raise ValueError("nothing to evaluate: give --generated METHOD=DIR ... or --generate")
+            check_output_folder(args.out)  # before any work; '' is refused here, before it becomes Path(".")
             to_generate = generation(args)
             _, report = evaluate(out, manifest=Path(args.inputs) if args.inputs else None, toy=args.toy,
                                  folders=given_folders(args), generation=to_generate, metrics=metrics(args),
-                                 device=args.device)
+                                 device=args.device, skipped=skipped)
         except OptionError as error:
             print(f"error: {error.with_flags()}", file=sys.stderr)
             return 2
@@ -153,6 +164,9 @@ def main(argv=None) -> int:
             return 2
     print(report, end="")
     print(f"wrote {out / 'report.json'} and {out / 'report.md'}")
+    if skipped:
+        print(f"error: {len(skipped)} input(s) skipped (see above and the report's notes)", file=sys.stderr)
+        return 1
     return 0
 
 

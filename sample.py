@@ -35,6 +35,7 @@ from salient_outpaint.checkpoints import CheckpointError
 from salient_outpaint.config import PRESETS
 from salient_outpaint.data.images import DEFAULT_MAX_PIXELS
 from salient_outpaint.device import check_device, default_device
+from salient_outpaint.inputs import MAX_SEED
 from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS, load_models
 from salient_outpaint.modules.models import compile_models
 from salient_outpaint.options import SAMPLING_PRESETS, OptionError, SamplingOptions
@@ -45,7 +46,6 @@ from salient_outpaint.precision import add_dtype_argument
 from salient_outpaint.sampling import SAMPLERS
 from salient_outpaint.segmentation import SEGMENTERS, SegmentPrompt, automatic_mask, make_segmenter
 
-MAX_SEED = 2**63 - 1
 SAMPLING_FLAGS = ("steps", "guidance", "control_scale", "sampler")  # set by --preset-sampling unless given
 
 
@@ -200,7 +200,7 @@ def generate(args) -> int:
         jobs = list_jobs(args)
         out = check_output_folder(args.out)  # before the models: a wrong --out costs nothing
         check_spares_inputs(planned_outputs(jobs, out, args.num_images),
-                            input_files(jobs) + [Path(args.inputs)] * bool(args.inputs))
+                            input_files(jobs) + ([Path(args.inputs)] if args.inputs else []))
         models = load_models(args.checkpoint, args.controlnet, args.preset, with_controlnet=not args.no_controlnet,
                              dtype=args.dtype, device=args.device)
         if args.compile:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+MAX_SEED = 2 ** 63 - 1  # the seeds every tool takes: [0, MAX_SEED]
+
 
 def flag(field: str) -> str:
     """The command-line flag of an option's field: control_scale -> --control-scale."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -34,9 +35,8 @@ def check_output_folder(out: str | Path, flag: str = "--out") -> Path:
         raise InputError(f"{flag} {out} is a file; give a folder (it is created if missing)")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=out):  # a name of its own: torchrun's processes probe at once
+            pass
     except OSError as error:
         raise InputError(f"{flag} {out} is not a folder this program can write to ({error.strerror})") from None
     return out

@@ -55,7 +55,7 @@ def test_uploads_are_refused_from_their_header_when_too_large_or_not_images(tmp_
         check_upload(big, "photo", max_pixels=1_000_000)
     text = tmp_path / "notes.png"
     text.write_text("not a picture")
-    with pytest.raises(InputError, match="the photo is not an image"):
+    with pytest.raises(InputError, match="cannot read the photo: not an image file"):
         check_upload(text, "photo", max_pixels=1_000_000)
     with pytest.raises(InputError, match=r"the mask is 32x16 \(width x height\) but the photo is 64x64"):
         Image.new("L", (32, 16)).save(tmp_path / "small_mask.png")

@@ -77,7 +77,7 @@ def check_pixels(path: str | Path, what: str, max_pixels: int, allowed_by: str =
         with Image.open(path) as file:
             width, height = upright_size(file)
     except (UnidentifiedImageError, OSError, SyntaxError):
-        raise InputError(f"the {what} is not an image file this program can read (PNG, JPEG, WebP, ...)") from None
+        raise InputError(f"cannot read the {what}: not an image file (PNG, JPEG, WebP, ...), or a damaged one") from None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
     if width * height > max_pixels:

@@ -13,8 +13,10 @@ from pathlib import Path
 import torch
 
 from ..data.manifest import ManifestInput, read_manifest
+from ..files import atomic_write
 from ..loading import load_models
 from ..options import SamplingOptions
+from ..outputs import check_output_folder, check_spares_inputs
 from ..pipeline import OutpaintPipeline
 from ..segmentation import inspyrenet, make_segmenter, sam
 from . import clip_score, fid_inception, lpips, run
@@ -71,7 +73,7 @@ def check_metric_weights(metrics: Metrics) -> None:
 
 
 def generate_methods(generation: Generation, inputs: list[ManifestInput], out: Path,
-                     device: str | torch.device) -> dict[str, Path]:
+                     device: str | torch.device, skipped: list[str] | None = None) -> dict[str, Path]:
     """Each method's images into OUT/<method>/; the networks are freed on return."""
     models = load_models(generation.checkpoint, generation.controlnet, generation.preset,
                          with_controlnet="controlnet" in generation.options, dtype=generation.dtype, device=device)
@@ -79,7 +81,7 @@ def generate_methods(generation: Generation, inputs: list[ManifestInput], out: P
     folders = {}
     for method, options in generation.options.items():
         folders[method] = out / method
-        run.generate(pipeline, inputs, folders[method], generation.num_images, options, generation.seed)
+        run.generate(pipeline, inputs, folders[method], generation.num_images, options, generation.seed, skipped)
     return folders
 
 
@@ -122,32 +124,46 @@ def set_metrics(metrics: Metrics, networks: dict, folders: Mapping[str, Path], i
     return results
 
 
+def planned_outputs(out: Path, inputs: list[ManifestInput], generation: Generation | None) -> list[Path]:
+    """Every file evaluate writes: the reports, and --generate's images."""
+    generated = [run.generated_path(out / method, item.id, sample) for method in generation.options
+                 for item in inputs for sample in range(generation.num_images)] if generation else []
+    return [out / "report.json", out / "report.md", *generated]
+
+
 def evaluate(out: Path, manifest: Path | None, toy: int | None, folders: Mapping[str, Path],
-             generation: Generation | None, metrics: Metrics, device: str | torch.device = "cpu") -> tuple[dict, str]:
+             generation: Generation | None, metrics: Metrics, device: str | torch.device = "cpu",
+             skipped: list[str] | None = None) -> tuple[dict, str]:
     """The inputs (`manifest`, or `toy` held-out toy scenes written to OUT/inputs/), the images of each
     method (`folders`, plus those `generation` makes), measured -> (summary, report.md's text); writes
-    OUT/report.json (every image's record and the summary) and OUT/report.md."""
+    OUT/report.json (every image's record and the summary) and OUT/report.md, each whole or not at all.
+    Where the results go is checked before any work. An input that cannot be used stops the run, or
+    with `skipped` is listed there (and in the report's notes) and passed over."""
     check_metric_weights(metrics)
+    check_output_folder(out)
     manifest = manifest or run.write_toy_manifest(out / "inputs", toy)
     inputs = read_manifest(manifest)
+    check_spares_inputs(planned_outputs(out, inputs, generation),
+                        [manifest, *(path for item in inputs for path in (item.image, item.mask))])
     folders = dict(folders)
     if generation is not None:
-        folders.update(generate_methods(generation, inputs, out, device))
+        folders.update(generate_methods(generation, inputs, out, device, skipped))
 
     notes = []
     networks = load_metric_networks(metrics, device, notes)
     records = [record for method, folder in folders.items()
                for record in run.image_records(method, folder, inputs, networks["segmenter"], networks["clip"],
-                                               device, networks["lpips"])]
+                                               device, networks["lpips"], skipped)]
     single = sorted({record["method"] for record in records} - {record["method"] for record in records
                                                                  if "background_diversity" in record})
     if single:
         notes.append(f"diversity needs 2 or more images per input; {', '.join(single)} had 1")
     summary = summarise(records, set_metrics(metrics, networks, folders, inputs, device))
+    notes += [f"skipped {message}" for message in skipped or []]
     report = run.markdown_report(summary, notes)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps({
+    report_json = json.dumps({
         "manifest": str(manifest), "folders": {method: str(folder) for method, folder in folders.items()},
-        "notes": notes, "summary": summary, "records": records}, indent=1))
-    (out / "report.md").write_text(report)
+        "notes": notes, "summary": summary, "records": records}, indent=1)
+    atomic_write(out / "report.json", lambda temporary: Path(temporary).write_text(report_json))
+    atomic_write(out / "report.md", lambda temporary: Path(temporary).write_text(report))
     return summary, report

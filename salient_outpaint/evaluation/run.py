@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -80,19 +81,24 @@ def load_samples(folder: Path, item: ManifestInput) -> torch.Tensor:
 
 
 def generate(pipeline, inputs: Sequence[ManifestInput], folder: Path, num_images: int, options,
-             seed: int) -> None:
+             seed: int, skipped: list[str] | None = None) -> None:
     """Write num_images samples per input. Input i draws its noise from seed + i, so every method
     sees the same noise. Samples beyond num_images left from an earlier run are removed, so that
     they are not measured with the new ones. The images are the pipeline's raw output at the input's
     size, as the paper measured them: not photo.outpaint_photo's, whose pasted-back object would hide
-    what the model did to it."""
+    what the model did to it. An input that cannot be used is raised, or with `skipped` reported there
+    (and in one line) and passed over."""
     folder.mkdir(parents=True, exist_ok=True)
     for index, item in enumerate(tqdm(inputs, desc=f"generate {folder.name}")):
         try:
             images = pipeline(load_image(item.image), load_mask(item.mask), item.prompt, num_images=num_images,
                               options=options, generator=torch.Generator().manual_seed(seed + index))
-        except InputError as error:
-            raise ValueError(f"input {item.id!r} ({item.image}, {item.mask}): {error}") from None
+        except (InputError, ValueError) as error:
+            message = f"input {item.id!r} ({item.image}, {item.mask}): {error}"
+            if skipped is None:
+                raise ValueError(message) from None
+            skip(skipped, f"{folder.name}: {message}")
+            continue
         for sample, image in enumerate(images):
             save_image(image, generated_path(folder, item.id, sample))
         for sample, stale in sample_files(folder, item.id):
@@ -108,8 +114,14 @@ def object_mask_of(item: ManifestInput) -> torch.Tensor:
 
 
 @torch.no_grad()
+def skip(skipped: list[str], message: str) -> None:
+    skipped.append(message)
+    tqdm.write(f"error: {message}; skipped", file=sys.stderr)
+
+
 def image_records(method: str, folder: Path, inputs: Sequence[ManifestInput], segmenter: Segmenter,
-                  clip_embedder=None, device: str | torch.device = "cpu", lpips=None) -> list[dict]:
+                  clip_embedder=None, device: str | torch.device = "cpu", lpips=None,
+                  skipped: list[str] | None = None) -> list[dict]:
     """One record per generated image of a method:
 
       expanded_pixels, expansion_fraction,
@@ -120,16 +132,24 @@ def image_records(method: str, folder: Path, inputs: Sequence[ManifestInput], se
                                            (diversity.py), the input's value on each of its records
       lpips_diversity                      the same with LPIPS (lpips.py), given its network
       clip_score, object_similarity        with a CLIP embedder (see clip_score.py)
+
+    An input whose files cannot be used is raised, or with `skipped` reported there and passed over.
     """
     signatures = None
     records = []
     for item in tqdm(inputs, desc=f"measure {method}"):
-        object_mask = object_mask_of(item)
-        paths = generated_samples(folder, item)
-        samples = load_samples(folder, item)  # (K, 3, H, W)
-        if samples.shape[-2:] != object_mask.shape:
-            raise ValueError(f"{paths[0]} is {tuple(samples.shape[-2:])} but the mask of input {item.id!r} is "
-                             f"{tuple(object_mask.shape)}; generated images keep the input's size")
+        try:
+            object_mask = object_mask_of(item)
+            paths = generated_samples(folder, item)
+            samples = load_samples(folder, item)  # (K, 3, H, W)
+            if samples.shape[-2:] != object_mask.shape:
+                raise ValueError(f"{paths[0]} is {tuple(samples.shape[-2:])} but the mask of input {item.id!r} is "
+                                 f"{tuple(object_mask.shape)}; generated images keep the input's size")
+        except (FileNotFoundError, ValueError) as error:
+            if skipped is None:
+                raise
+            skip(skipped, f"{method}: {error}")
+            continue
         item_records = []
         for path, image in zip(paths, samples):
             found = segmenter(image, SegmentPrompt(mask=object_mask[None].float()))  # (1, H, W) in [0, 1]
