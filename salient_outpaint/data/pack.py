@@ -66,11 +66,11 @@ def pack(specs: tuple[str, ...], out: str | Path, shard_size: int = 1000, seed: 
          toy_resolution: int = 128) -> str:
     """Check, shuffle and write every item of the datasets into OUT/shard-NNNNNN.tar; returns the
     `shards:` pattern that reads them."""
-    shards.require_webdataset()
     if shard_size < 1:
         raise ValueError(f"--shard-size must be at least 1, not {shard_size}")
     # Before the data are checked; the shards (.tar) cannot be any input's file: shards are refused as input.
     out = check_output_folder(out)
+    shards.require_webdataset()
     datasets = [build_one(spec, toy_resolution, seed) for spec in specs]
     for spec, dataset in zip(specs, datasets):
         if isinstance(dataset, shards.ShardDataset):
