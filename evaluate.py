@@ -150,8 +150,8 @@ def run(args) -> int:
                 raise ValueError("give the inputs either as --inputs MANIFEST or as --toy N")
             if not args.generated and not args.generate:
                 raise ValueError("nothing to evaluate: give --generated METHOD=DIR ... or --generate")
-            check_output_folder(args.out)  # before any work; '' is refused here, before it becomes Path(".")
             to_generate = generation(args)
+            check_output_folder(args.out)  # before any work; '' is refused here, before it becomes Path(".")
             _, report = evaluate(out, manifest=Path(args.inputs) if args.inputs else None, toy=args.toy,
                                  folders=given_folders(args), generation=to_generate, metrics=metrics(args),
                                  device=args.device, skipped=skipped)

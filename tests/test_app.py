@@ -254,7 +254,7 @@ def server(tmp_path_factory):
     process = None
     try:
         process, url = start_server(log_path)
-        yield process, url
+        yield process, url, log_path
     finally:
         if process is not None:
             process.terminate()
@@ -320,7 +320,7 @@ def test_bad_uploads_get_one_line_and_the_server_keeps_serving(server, tmp_path)
     Image.new("L", (32, 64), 255).save(wrong_size)
     text = tmp_path / "notes.txt"
     text.write_text("not a picture")
-    refusals = [({"photo": corrupt}, "the photo is not an image"),
+    refusals = [({"photo": corrupt}, "cannot read the photo: not an image file"),
                 ({"photo": large}, "1001 x 1000 = 1.0 megapixels; this server takes at most 1.0"),
                 ({"mask": empty}, "no object: the mask is empty"),
                 ({"mask": full}, "covers the whole image"),
@@ -333,6 +333,24 @@ def test_bad_uploads_get_one_line_and_the_server_keeps_serving(server, tmp_path)
         images, _ = generate(api, num_images=1)
         assert sizes(images) == [(64, 64)], f"the server serves again after {upload}"
     assert server[0].poll() is None
+
+
+@pytest.mark.slow
+def test_values_out_of_range_are_one_line_in_the_response_and_in_the_log(server):
+    api = client(server[1])
+    handle = gradio_client.handle_file
+    photo, mask = handle(str(TOY_EXAMPLE / "object.png")), handle(str(TOY_EXAMPLE / "mask.png"))
+    log_before = server[2].read_text()
+    for values, message in (({"steps": 1000}, "Steps: Value 1000 is greater than maximum value 150"),
+                            ({"num_images": 0}, "Images: Value 0 is less than minimum value 1"),
+                            ({"control_scale": float("nan")}, "control_scale must be a finite number >= 0, got nan"),
+                            ({"steps": float("nan")}, "cannot convert float NaN to integer")):
+        with pytest.raises(gradio_client.exceptions.AppError) as refused:
+            api.predict(photo=photo, mask=mask, prompt="", **{"steps": 2, **values}, api_name="/generate")
+        assert message in str(refused.value), (values, str(refused.value))
+    log = server[2].read_text()[len(log_before):]
+    assert "Traceback" not in log
+    assert len([line for line in log.splitlines() if line.startswith("refused: ")]) == 4, log
 
 
 def readme_example(marker: str) -> str:
