@@ -1,7 +1,7 @@
 """Many photos through one loaded model: what sample.py does with a file, a folder or a manifest.
 
     inputs --(jobs_from_images / jobs_from_manifest)--> jobs: image, mask, prompt, output name
-    output folder --(outputs.check_output_folder)--> created and writable, before any model loads; no
+    output folder --(outputs.check_output_folder)--> writable or creatable, before any model loads; no
         planned output may be an input file (planned_outputs, input_files)
     each image --(data.images.check_pixels)--> refused from its header past --max-pixels, undecoded
     each job's mask: its file, or else the photo's alpha or plain backdrop, or else a segmenter's

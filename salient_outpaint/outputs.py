@@ -1,7 +1,7 @@
 """Where a tool's results go, checked before any work, and how a run that stops early ends: the one
 set of rules sample.py, evaluate.py, train.py, make-masks and `shards pack` share.
 
-    check_output_folder(out)              created and writable: '', a file, a read-only folder refused
+    check_output_folder(out)              writable or creatable: '', a file, a read-only folder refused
     check_spares_inputs(outputs, inputs)  no planned output is an input file (the input folder as --out)
     ends_in_one_line(work)                Ctrl-C -> one line, exit 130 (finished outputs are kept and a
                                           rerun resumes); a full or read-only disk mid-run -> one line, exit 1
@@ -27,15 +27,18 @@ DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EROFS: "the disk is read-
 
 
 def check_output_folder(out: str | Path, flag: str = "--out") -> Path:
-    """Create `out` and prove it writable, so that a wrong folder fails before the work, not after."""
+    """Prove `out` a folder this process can write, or one it can create, so that a wrong folder fails
+    before the work, not after. Nothing is created here: a run that fails its other checks leaves no
+    empty folder behind (the first result written creates it)."""
     if str(out).strip() == "":
         raise InputError(f"{flag} is empty; give a folder (it is created if missing)")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{flag} {out} is a file; give a folder (it is created if missing)")
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        where = "" if existing == out else f": {existing} is a file"
+        raise InputError(f"{flag} {out} is a file{where}; give a folder (it is created if missing)")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):  # a name of its own: torchrun's processes probe at once
+        with tempfile.TemporaryFile(dir=existing):  # a name of its own: torchrun's processes probe at once
             pass
     except OSError as error:
         raise InputError(f"{flag} {out} is not a folder this program can write to ({error.strerror})") from None
