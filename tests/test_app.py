@@ -21,6 +21,7 @@ from PIL import Image
 from salient_outpaint.app.mask_editing import OVERLAY_RGBA, clicker_view, edited_mask, editor_value, photo_point
 from salient_outpaint.app.service import OutpaintService
 from salient_outpaint.app.uploads import check_upload, read_mask, read_photo
+from salient_outpaint.data.images import to_uint8
 from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, load_models
 from salient_outpaint.inputs import InputError
 from salient_outpaint.options import SamplingOptions
@@ -128,12 +129,13 @@ def test_mask_edits_change_only_the_pixels_painted_or_erased():
 def test_compare_gives_si2_alone_on_the_same_noise(service):
     image, mask = example_inputs()
     images, baseline = service.generate(image, mask, EXAMPLE_PROMPT, "", FAST, seed=3, num_images=1, compare=True)
-    assert images.shape == baseline.shape == (1, 3, 64, 64)
+    assert images.shape == baseline.shape == (1, 3, 64, 64) and images.dtype == torch.uint8, "8-bit pictures"
     generator = torch.Generator().manual_seed(3)
     si2 = outpaint_photo(service.pipeline, image, mask, EXAMPLE_PROMPT, "", 1, SamplingOptions(steps=2, control_scale=0.0),
                          generator)
-    assert torch.allclose(baseline, si2, atol=1e-5), "the baseline is the pipeline at control scale 0, same seed"
-    assert (images - baseline).abs().mean() > 0.01, "the ControlNet changes the result"
+    difference = (baseline.int() - to_uint8(si2[0]).int()).abs().max()
+    assert difference <= 1, "the baseline is the pipeline at control scale 0, same seed (to within 8-bit rounding)"
+    assert (images.float() - baseline.float()).abs().mean() > 1, "the ControlNet changes the result"
 
 
 @pytest.mark.parametrize("mask_value, message", [(0.0, "no object: the mask is empty"), (1.0, "covers the whole image")])
@@ -190,7 +192,7 @@ class OneAtATimeRecorder:
 
     def generate(self, image, *args):
         self.hold_the_device()
-        return image[None], None
+        return to_uint8(image)[None], None
 
 
 def test_the_device_serves_one_request_at_a_time(service):
