@@ -133,7 +133,7 @@ def load_rgba_as_image_and_mask(path: str | Path) -> tuple[torch.Tensor, torch.T
     image = open_image(path, "image")
     if has_alpha(image):
         rgba = to_tensor(image.convert("RGBA"))
-        return rgba[:3] * 2 - 1, rgba[3:]
+        return rgba[:3] * 2 - 1, rgba[3:].clone()  # a view would keep all four channels alive
     rgb = rgb_of(image)
     corners = torch.stack([rgb[:, 0, 0], rgb[:, 0, -1], rgb[:, -1, 0], rgb[:, -1, -1]])  # (4, 3)
     backdrop = corners.median(dim=0).values
