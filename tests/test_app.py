@@ -392,7 +392,7 @@ def peak_resident_bytes(pid: int) -> int:
 
 @pytest.mark.slow
 def test_four_clients_five_requests_each_all_complete(server):
-    process, url = server
+    process, url, _ = server
     generate(client(url), num_images=1)
     peak_before = peak_resident_bytes(process.pid)
     results, failures = {}, []
