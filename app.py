@@ -14,11 +14,13 @@ import argparse
 import sys
 
 from salient_outpaint.app.service import OutpaintService
-from salient_outpaint.app.uploads import DEFAULT_MAX_PIXELS
+from salient_outpaint.app.memory import DEFAULT_FRACTION, FULL_SIZE_WORK, GIB, machine_memory
+from salient_outpaint.data.images import DEFAULT_MAX_PIXELS
 from salient_outpaint.checkpoints import CheckpointError
 from salient_outpaint.config import PRESETS
 from salient_outpaint.device import check_device, default_device
 from salient_outpaint.hires import add_hires_arguments, hires_options
+from salient_outpaint.inputs import check_number
 from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS, load_models
 from salient_outpaint.options import SAMPLING_PRESETS, OptionError, SamplingOptions, preset_with
 from salient_outpaint.segmentation import SEGMENTERS
@@ -47,6 +49,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help=f"largest upload, in pixels (default: {DEFAULT_MAX_PIXELS:,})")
     add_hires_arguments(parser)
+    parser.add_argument("--max-memory", type=float, metavar="GIB",
+                        help="memory a request may take, in GiB: one whose estimate (a photo's pixels x "
+                             f"({FULL_SIZE_WORK + 16} + 3 x its images) bytes, images doubled by compare; README.md) "
+                             "is larger is refused before any model runs (default: "
+                             f"{DEFAULT_FRACTION * 100:.0f}%% of this machine's or container's, "
+                             f"{DEFAULT_FRACTION * machine_memory() / GIB:.1f})")
     return parser.parse_args(argv)
 
 
@@ -59,11 +67,15 @@ def main(argv=None) -> int:
         return 2
     segmenter = args.segmenter or ("colour" if not args.checkpoint else "inspyrenet" if args.mask_weights else None)
     try:
+        if args.max_pixels < 1:
+            raise ValueError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+        if args.max_memory is not None:
+            check_number("--max-memory", args.max_memory, above=0)
         hires = hires_options(args)
         device = check_device(args.device)
         service = OutpaintService(load_models(args.checkpoint, args.controlnet, args.preset), device=device,
                                   max_pixels=args.max_pixels, segmenter=segmenter, mask_weights=args.mask_weights,
-                                  hires=hires)
+                                  hires=hires, max_memory=round(args.max_memory * GIB) if args.max_memory else None)
     except OptionError as error:
         print(f"error: {error.with_flags()}", file=sys.stderr)
         return 2

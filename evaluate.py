@@ -39,7 +39,9 @@ import torch
 from salient_outpaint import distributed
 from salient_outpaint.config import PRESETS
 from salient_outpaint.evaluation.procedure import METHODS, Generation, Metrics, evaluate
+from salient_outpaint.inputs import MAX_SEED
 from salient_outpaint.options import SAMPLING_PRESETS, OptionError, SamplingOptions, add_speed_arguments, preset_with
+from salient_outpaint.outputs import check_output_folder, ends_in_one_line
 from salient_outpaint.precision import add_dtype_argument
 from salient_outpaint.sampling import SAMPLERS
 from salient_outpaint.segmentation import SEGMENTERS
@@ -125,6 +127,9 @@ def generation(args) -> Generation | None:
         return None
     if args.num_images < 1:
         raise ValueError(f"--num-images must be at least 1, got {args.num_images}")
+    if not 0 <= args.seed <= MAX_SEED - (args.toy or 0):
+        raise ValueError(f"--seed must be in [0, 2**63 - 1 - the number of inputs], got {args.seed} (input i uses "
+                         "seed + i)")
     given = dict(steps=args.steps, guidance=args.guidance, sampler=args.sampler, control_start=args.control_start,
                  control_end=args.control_end, guidance_end=args.guidance_end, cache_interval=args.cache_interval,
                  reuse_guidance=args.reuse_guidance)
@@ -145,7 +150,12 @@ def metrics(args) -> Metrics:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return ends_in_one_line(lambda: run(args))
+
+
+def run(args) -> int:
     out = Path(args.out)
+    skipped = []
     with warnings.catch_warnings():  # warnings (a truncated prompt) as one line each
         warnings.showwarning = lambda message, *rest: print(f"warning: {message}", file=sys.stderr)
         try:
@@ -154,10 +164,11 @@ def main(argv=None) -> int:
             if not args.generated and not args.generate:
                 raise ValueError("nothing to evaluate: give --generated METHOD=DIR ... or --generate")
             to_generate = generation(args)
+            check_output_folder(args.out)  # before any work; '' is refused here, before it becomes Path(".")
             process = distributed.start_sharing(args.device)  # torchrun: the processes share --generate
             measured = evaluate(out, manifest=Path(args.inputs) if args.inputs else None, toy=args.toy,
                                 folders=given_folders(args), generation=to_generate, metrics=metrics(args),
-                                device=process.device, process=process)
+                                device=process.device, process=process, skipped=skipped)
         except OptionError as error:
             return refuse(error.with_flags())
         except (FileNotFoundError, ValueError, KeyError, ImportError) as error:  # CheckpointError is a ValueError
@@ -168,9 +179,12 @@ def main(argv=None) -> int:
             return 1
     distributed.stop()
     if measured is None:  # a process that only generated: rank 0 reports
-        return 0
+        return 1 if skipped else 0
     print(measured[1], end="")
     print(f"wrote {out / 'report.json'} and {out / 'report.md'}")
+    if skipped:
+        print(f"error: {len(skipped)} input(s) skipped (see above and the report's notes)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -34,21 +34,25 @@ from pathlib import Path
 from tqdm import tqdm
 
 from salient_outpaint import distributed
-from salient_outpaint.batch import jobs_from_images, jobs_from_manifest, plan_batch, run_batch
+from salient_outpaint.batch import (input_files, jobs_from_images, jobs_from_manifest, plan_batch, planned_outputs,
+                                    run_batch)
 from salient_outpaint.checkpoints import CheckpointError
 from salient_outpaint.config import PRESETS
+from salient_outpaint.data.images import DEFAULT_MAX_PIXELS
 from salient_outpaint.device import check_device, default_device
 from salient_outpaint.hires import HiresOptions, add_hires_arguments, hires_options
+from salient_outpaint.inputs import MAX_SEED
 from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS, load_models
 from salient_outpaint.modules.models import compile_models
 from salient_outpaint.options import SAMPLING_PRESETS, OptionError, SamplingOptions, add_speed_arguments, preset_with
 from salient_outpaint.output_settings import weights_fingerprint
+from salient_outpaint.outputs import check_output_folder, check_spares_inputs, ends_in_one_line
+from salient_outpaint.photo import MAX_RESOLUTION
 from salient_outpaint.pipeline import OutpaintPipeline
 from salient_outpaint.precision import add_dtype_argument, default_dtype
 from salient_outpaint.sampling import SAMPLERS
 from salient_outpaint.segmentation import SEGMENTERS, SegmentPrompt, automatic_mask, make_segmenter
 
-MAX_SEED = 2**63 - 1
 SAMPLING_FLAGS = ("steps", "guidance", "control_scale", "sampler", "guidance_end", "cache_interval",
                   "reuse_guidance")  # set by --preset-sampling unless given
 
@@ -97,12 +101,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-images", type=int, default=4, help="images per input (default: 4)")
     parser.add_argument("--batch-size", type=int, default=4,
                         help="images generated at once; lower it if memory runs out (default: 4)")
-    parser.add_argument("--resolution", type=int, help="working size: sampled at about this squared pixel area, "
-                                                       "aspect ratio kept (default: the model's, 512 for SD2)")
+    parser.add_argument("--resolution", type=int,
+                        help="working size: sampled at about this squared pixel area, aspect ratio kept (default: "
+                             f"the model's, 512 for SD2; at most {MAX_RESOLUTION}). Memory and time grow with its "
+                             "square and attention's with its fourth power: 1024 takes 4x the memory of 512 and "
+                             "over 4x the time, 2048 at least 16x; above the training size the model also "
+                             "repeats itself")
     parser.add_argument("--raw", action="store_true", help="write the model's output at the working size, "
                                                            "without resizing and pasting the object back")
     add_hires_arguments(parser)
-    parser.add_argument("--out", default="outputs", help="output folder (default: outputs)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="largest photo, in pixels, read from its header before it is decoded "
+                             f"(default: {DEFAULT_MAX_PIXELS:,})")
+    parser.add_argument("--out", default="outputs", help="output folder; not the folder of the inputs "
+                                                         "(default: outputs)")
     parser.add_argument("--overwrite", action="store_true", help="redo inputs whose outputs exist")
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="architecture (default: toy without --checkpoint, else sd2-inpaint)")
@@ -157,8 +169,12 @@ def check_args(args) -> None:
                          "itself: give --segmenter sam (or colour for the toy world)")
     if not 0 <= args.seed <= MAX_SEED:
         raise ValueError(f"--seed must be in [0, 2**63 - 1], got {args.seed}")
-    if args.resolution is not None and (args.resolution < 8 or args.resolution % 8):
-        raise ValueError(f"--resolution must be a positive multiple of 8, got {args.resolution}")
+    if args.resolution is not None and not (8 <= args.resolution <= MAX_RESOLUTION and args.resolution % 8 == 0):
+        raise ValueError(f"--resolution must be a multiple of 8 from 8 to {MAX_RESOLUTION}, got {args.resolution}")
+    if args.max_pixels < 1:
+        raise ValueError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+    if args.mask_weights and not Path(args.mask_weights).is_file():
+        raise FileNotFoundError(f"--mask-weights {args.mask_weights} is not a file")
     if args.inputs and (args.image or args.mask or args.prompt):
         raise ValueError("--inputs gives every image, mask and prompt; leave out --image, --mask and --prompt")
     if args.image and args.prompt is None:
@@ -209,8 +225,10 @@ def generate(args) -> int:
         check_args(args)
         process = distributed.start_sharing(args.device)
         jobs = list_jobs(args)
-        out = Path(args.out)  # rank 0 checks it before the models load: a wrong --out costs nothing
-        todo = distributed.on_main(process, lambda: plan_batch(
+        out = check_output_folder(args.out)  # before the models: a wrong --out costs nothing
+        check_spares_inputs(planned_outputs(jobs, out, args.num_images),
+                            input_files(jobs) + ([Path(args.inputs)] if args.inputs else []))
+        todo = distributed.on_main(process, lambda: plan_batch(  # rank 0 plans; every process learns the plan
             jobs, out, output_settings(args, options, hires, process.device), args.num_images, args.overwrite))
         models = load_models(args.checkpoint, args.controlnet, args.preset, with_controlnet=not args.no_controlnet,
                              dtype=args.dtype, device=process.device)
@@ -224,7 +242,7 @@ def generate(args) -> int:
         summary = run_batch(OutpaintPipeline(models, process.device), jobs, todo, out, num_images=args.num_images,
                             batch_size=args.batch_size, options=options, negative_prompt=args.negative_prompt,
                             seed=args.seed, resolution=args.resolution, raw=args.raw, find_mask=mask_finder(args),
-                            hires=hires, process=process)
+                            max_pixels=args.max_pixels, hires=hires, process=process)
     except distributed.PeerLost as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -253,7 +271,9 @@ def main(argv=None) -> int:
     with warnings.catch_warnings():  # warnings (a truncated prompt) as one line each
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, *rest: tqdm.write(f"warning: {message}", file=sys.stderr)
-        return generate(args)
+        if args.mask and args.mask_grow:
+            warnings.warn("--mask-grow shapes the masks a segmenter finds; the --mask files are used as they are")
+        return ends_in_one_line(lambda: generate(args))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import sys
 
 from salient_outpaint.config import CONTROL_IMAGES, PRESETS
 from salient_outpaint.inputs import flag
+from salient_outpaint.outputs import check_output_folder, ends_in_one_line
 from salient_outpaint.training.config import STAGES, TrainConfig
 from salient_outpaint.training.loop import benchmark, precompute, train
 
@@ -111,16 +112,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return ends_in_one_line(lambda: run(argv))
+
+
+def run(argv: list[str] | None) -> int:
     try:
         config, modes = parse_args(argv)
         if modes["benchmark"]:
             print(json.dumps(benchmark(config, steps=modes["benchmark"])))
             return 0
         if modes["precompute_latents"]:
+            check_output_folder(config.latents or "", "--latents")
             summary = precompute(config, epochs=modes["precompute_latents"])
             if summary:
                 print(json.dumps(summary))
             return 0
+        check_output_folder(config.out_dir, "--out-dir")
         record = train(config)
     except (ValueError, FileNotFoundError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)

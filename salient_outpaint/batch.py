@@ -1,8 +1,11 @@
 """Many photos through one loaded model: what sample.py does with a file, a folder or a manifest.
 
     inputs --(jobs_from_images / jobs_from_manifest)--> jobs: image, mask, prompt, output name
-    output folder --(plan_batch)--> created and writable, its settings record checked, the jobs to
-        do listed, before any model loads
+    output folder --(outputs.check_output_folder)--> writable or creatable, before any model loads; no
+        planned output may be an input file (planned_outputs, input_files)
+    output folder --(plan_batch)--> created, its settings record checked, the jobs to do listed,
+        before any model loads
+    each image --(data.images.check_pixels)--> refused from its header past --max-pixels, undecoded
     each job's mask: its file, or else the photo's alpha or plain backdrop, or else a segmenter's
         (find_mask), which is written as OUT/<name>_mask.png
     each job --(photo.outpaint_photo, in micro-batches)--> OUT/<name>_<k>.png, each written as soon
@@ -10,9 +13,9 @@
 
 A job whose grid and images are all there, made with the same settings (OUT/settings.json, see
 output_settings.py), is skipped, so a batch that crashed resumes where it stopped. A job that cannot
-be read (a damaged file, a mask of another size) is reported and skipped; the rest goes on. Every job
-draws its noise from the same seed, so a result does not depend on which other inputs were in the
-batch, nor on which process made it.
+be read (a damaged file, a mask of another size, a photo too large) or that runs out of memory is
+reported in one line and skipped; the rest goes on. Every job draws its noise from the same seed, so
+a result does not depend on which other inputs were in the batch, nor on which process made it.
 
 Under torchrun (see distributed.py) rank 0 plans (plan_batch: the folder checked, the jobs to do), then
 the jobs to do are dealt by their place in that list, job i to rank i mod WORLD_SIZE (inputs that
@@ -30,9 +33,10 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from .data.images import (IMAGE_SUFFIXES, NoMaskInImage, images_in, load_image, load_mask,
-                          load_rgba_as_image_and_mask, make_grid, mask_as_image, save_image)
+from .data.images import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, NoMaskInImage, check_pixels, images_in, load_image,
+                          load_mask, load_rgba_as_image_and_mask, make_grid, mask_as_image, save_image)
 from .data.manifest import read_manifest
+from .device import is_out_of_memory
 from .distributed import Process, gather, single_process
 from .hires import HiresOptions
 from .options import SamplingOptions
@@ -68,6 +72,9 @@ def jobs_from_images(image: Path, mask: Path | None, prompt: str) -> list[Job]:
         raise FileNotFoundError(f"--image {image} does not exist")
     if mask is not None and not mask.exists():
         raise FileNotFoundError(f"--mask {mask} does not exist")
+    for flag, path in (("--image", image), ("--mask", mask)):
+        if path is not None and not path.is_file() and not path.is_dir():
+            raise ValueError(f"{flag} {path} is neither a file nor a folder")
     if image.is_file():
         if mask is not None and mask.is_dir():
             raise ValueError(f"--mask {mask} is a folder but --image {image} is one file; give its mask file")
@@ -98,20 +105,6 @@ def check_unique_names(jobs: list[Job]) -> None:
         images_of_names[job.name] = job.image
 
 
-def prepare_output_folder(out: Path) -> Path:
-    """Create `out` and prove it writable, so that a wrong --out fails before any work, not after."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder (it is created if missing)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise ValueError(f"--out {out} is not a folder this program can write to ({error.strerror})") from None
-    return out
-
-
 def output_path(out: Path, name: str, index: int) -> Path:
     return out / f"{name}_{index}.png"
 
@@ -124,17 +117,28 @@ def grid_path(out: Path, name: str) -> Path:
     return out / f"{name}_grid.png"
 
 
+def planned_outputs(jobs: list[Job], out: Path, num_images: int) -> list[Path]:
+    """Every file run_batch may write for `jobs`."""
+    return [path for job in jobs for path in (grid_path(out, job.name), mask_path(out, job.name),
+                                               *(output_path(out, job.name, index) for index in range(num_images)))]
+
+
+def input_files(jobs: list[Job]) -> list[Path]:
+    return [path for job in jobs for path in (job.image, job.mask) if path is not None]
+
+
 def is_done(out: Path, job: Job, num_images: int) -> bool:
     paths = [grid_path(out, job.name)] + [output_path(out, job.name, index) for index in range(num_images)]
     return all(path.is_file() for path in paths)
 
 
 def plan_batch(jobs: list[Job], out: Path, settings: dict, num_images: int, overwrite: bool = False) -> list[int]:
-    """The indices of the jobs to do, after the output folder is made ready: created and writable, its
-    settings record the same as `settings` (images made otherwise are refused, or with --overwrite
-    redone), and written. With --overwrite every job is to do, and the grid of each finished one (its
-    mark of being done) is removed first, so that a run stopped midway leaves no old image marked done."""
-    prepare_output_folder(out)
+    """The indices of the jobs to do, after the output folder (checked by outputs.check_output_folder)
+    is made ready: created, its settings record the same as `settings` (images made otherwise are
+    refused, or with --overwrite redone), and written. With --overwrite every job is to do, and the grid
+    of each finished one (its mark of being done) is removed first, so that a run stopped midway leaves
+    no old image marked done."""
+    out.mkdir(parents=True, exist_ok=True)
     done = {index for index, job in enumerate(jobs) if is_done(out, job, num_images)}
     recorded = read_record(out)
     changed = differences(recorded, settings) if done else []
@@ -160,9 +164,14 @@ def combine(summaries: list[Summary], jobs: list[Job]) -> Summary:
                                  key=lambda failure: order[failure[0]]))
 
 
-def load_job(job: Job, find_mask: MaskFinder | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+def load_job(job: Job, find_mask: MaskFinder | None = None,
+             max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """(3, H, W) in [-1, 1], (1, H, W) in [0, 1], and whether a segmenter made the mask. Without a mask
-    file: the alpha channel, the plain backdrop, or else what `find_mask` finds."""
+    file: the alpha channel, the plain backdrop, or else what `find_mask` finds. A file of more than
+    `max_pixels` pixels is refused before it is decoded."""
+    for path, what in ((job.image, "image"), (job.mask, "mask")):
+        if path is not None and path.is_file():  # a missing file: open_image says so
+            check_pixels(path, what, max_pixels)
     if job.mask is not None:
         return load_image(job.image), load_mask(job.mask), False
     try:
@@ -177,7 +186,8 @@ def load_job(job: Job, find_mask: MaskFinder | None = None) -> tuple[torch.Tenso
 def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], todo: list[int], out: Path, num_images: int,
               batch_size: int, options: SamplingOptions = SamplingOptions(), negative_prompt: str = "",
               seed: int = 0, resolution: int | None = None, raw: bool = False, find_mask: MaskFinder | None = None,
-              hires: HiresOptions | None = None, process: Process = single_process()) -> Summary:
+              max_pixels: int = DEFAULT_MAX_PIXELS, hires: HiresOptions | None = None,
+              process: Process = single_process()) -> Summary:
     """This process's share of the jobs `todo` (plan_batch's) into `out`, num_images results each,
     batch_size at a time; returns, on every process, the summary of the whole run (a peer that died:
     distributed.PeerLost). One progress bar for all processes, on rank 0. A mask made by the segmenter
@@ -193,7 +203,7 @@ def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], todo: list[int], out:
             progress.set_postfix_str(job.image.name)
             written = 0
             try:
-                image, mask, segmented = load_job(job, find_mask)
+                image, mask, segmented = load_job(job, find_mask, max_pixels)
                 if segmented:  # not the user's: show which object was taken
                     save_image(mask_as_image(mask), mask_path(out, job.name))
                 tile = working_size(*image.shape[-2:], area_side)
@@ -210,7 +220,11 @@ def run_batch(pipeline: OutpaintPipeline, jobs: list[Job], todo: list[int], out:
                         written += 1
                     progress.update(count)
                     summary.images += count
-            except (FileNotFoundError, ValueError) as error:  # inputs.InputError is a ValueError
+            except (FileNotFoundError, ValueError, RuntimeError, MemoryError) as error:  # InputError is a ValueError
+                if is_out_of_memory(error):  # this input's size; the next may fit
+                    error = "out of memory (lower --batch-size or --resolution, or downscale the photo)"
+                elif isinstance(error, (RuntimeError, MemoryError)):
+                    raise
                 summary.failed.append((job.name, str(error)))
                 progress.update(num_images - written)
                 tqdm.write(f"error: {job.image}: {error}; skipped", file=sys.stderr)

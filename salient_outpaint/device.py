@@ -1,5 +1,5 @@
 """The --device flag of every command-line tool: the default, and a check that the device is there
-before any model loads."""
+before any model loads; and what running out of its memory looks like."""
 from __future__ import annotations
 
 import torch
@@ -27,3 +27,10 @@ def check_device(name: str) -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"--device {name}: only cpu, cuda and mps are supported")
     return device
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A GPU's torch.OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError."""
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
+

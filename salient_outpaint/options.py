@@ -7,12 +7,11 @@ the option by its field (control_scale); a command line says it as its flag (--c
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass, replace
 from typing import Callable
 
 from .config import PRESETS
-from .inputs import InputError, flag
+from .inputs import InputError, flag, range_problem
 from .sampling import SAMPLERS
 from .sampling.schedule import most_steps
 
@@ -77,10 +76,9 @@ class SamplingOptions:
 
 def check_scale(field: str, value: float) -> None:
     """A weight or noise level: finite and >= 0."""
-    if not math.isfinite(value):
-        raise OptionError(lambda name: f"{name(field)} must be a finite number >= 0, got {value}")
-    if value < 0:
-        raise OptionError(lambda name: f"{name(field)} must not be negative, got {value}")
+    problem = range_problem(value, at_least=0)
+    if problem:
+        raise OptionError(lambda name: f"{name(field)} must {problem}, got {value}")
 
 
 # Named settings, as a whole: "authors" is the authors' notebook (UniPC, 20 steps, guidance 7.5, the

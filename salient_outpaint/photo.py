@@ -24,6 +24,11 @@ from .options import SamplingOptions
 from .pipeline import OutpaintPipeline
 
 
+# The largest --resolution: 4x SD2's training side; 16x its pixels. Past it a photo's work would take
+# many times the memory and hours on most machines, and the model, trained at 512, repeats itself.
+MAX_RESOLUTION = 2048
+
+
 def working_size(height: int, width: int, area_side: int) -> tuple[int, int]:
     """(h, w) with about area_side^2 pixels and the aspect ratio of (height, width); sides are
     multiples of 8 (the latent grid of SD's VAE) and at least 8."""
@@ -48,8 +53,23 @@ def outpaint_photo(pipeline: OutpaintPipeline, image: torch.Tensor, object_mask:
     -> (num_images, 3, H, W) in [-1, 1] with the object composited back, or with `raw` the model's
     own output at the working size (num_images, 3, h, w).
 
-    `resolution` (default: the model's training size, config.image_size) sets the working area. With
-    `hires`, the result is painted again in tiles toward the photo's size first (hires.py)."""
+    `resolution` (default: the model's training size, config.image_size, at most MAX_RESOLUTION) sets the
+    working area. With `hires`, the result is painted again in tiles toward the photo's size first
+    (hires.py). The full-size work is done image by image (composite.py)."""
+    generated, working_mask = paint(pipeline, image, object_mask, prompt, negative_prompt, num_images, options,
+                                    generator, resolution, progress, None if raw else hires)
+    if raw:
+        return generated
+    return composite(generated, working_mask, image, object_mask, options.feather)  # (N, 3, H, W)
+
+
+def paint(pipeline: OutpaintPipeline, image: torch.Tensor, object_mask: torch.Tensor, prompt: str,
+          negative_prompt: str = "", num_images: int = 1, options: SamplingOptions = SamplingOptions(),
+          generator: torch.Generator | None = None, resolution: int | None = None, progress: bool = False,
+          hires: HiresOptions | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's part of outpaint_photo: -> (generated (N, 3, h, w), the mask at that size (1, h, w)),
+    at the working size, or with `hires` at the refined size; composite.composite takes them to the
+    photo's size (the app does so one image at a time, straight to 8 bits)."""
     check_mask_size(object_mask.shape[-2:], image.shape[-2:])
     height, width = image.shape[-2:]
     size = working_size(height, width, resolution or pipeline.models.config.image_size)
@@ -57,8 +77,6 @@ def outpaint_photo(pipeline: OutpaintPipeline, image: torch.Tensor, object_mask:
     working_mask = resize(object_mask, size, "bilinear")  # soft along the edge; the pipeline decides
     generated = pipeline(working_image, working_mask, prompt, negative_prompt, num_images, options, generator,
                          progress=progress)  # (N, 3, h, w)
-    if raw:
-        return generated
     if hires is not None:
         larger = hires_size(height, width, hires.hires_size)
         if larger[0] * larger[1] > size[0] * size[1]:
@@ -67,4 +85,4 @@ def outpaint_photo(pipeline: OutpaintPipeline, image: torch.Tensor, object_mask:
                                larger_mask, prompt, negative_prompt, options, hires, larger, generator,
                                progress)  # (N, 3, H', W')
             working_mask = larger_mask  # the mask of the image composited now
-    return composite(generated, working_mask, image, object_mask, options.feather)  # (N, 3, H, W)
+    return generated, working_mask

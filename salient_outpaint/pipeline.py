@@ -192,7 +192,8 @@ class OutpaintPipeline:
         latents = sampler.sample(denoise, latents, timesteps, self.alphas_cumprod, config.schedule.prediction_type,
                                  eta=options.eta, generator=generator, progress=progress)
         # In strips: the same image (within 1e-4) for a fraction of the decode's activations (vae_tiling.py).
-        images = decode_in_strips(vae, (latents / scale).to(dtype_of(vae))).float().clamp(-1.0, 1.0)[..., :height, :width].cpu()
+        images = decode_in_strips(vae, (latents / scale).to(dtype_of(vae))).float().clamp(-1.0, 1.0)
+        images = images[..., :height, :width].cpu()  # (N, 3, H, W)
         # A text-to-image U-Net has no input through which the object's pixels reach it: it draws the
         # object anew (guided by a ControlNet that sees it), so the original is always pasted back.
         if options.paste_back or not config.unet.inpainting:  # the object as the U-Net kept it: the binarised mask

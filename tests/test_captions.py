@@ -7,13 +7,25 @@ the package does not). Tokens are compared exactly: the best two candidates of a
 this model and float rounding by ~1e-6, so any difference is a difference of the search, not of rounding.
 """
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
+import train as train_cli
+from salient_outpaint.data.captions.command import main as captions_main
 from salient_outpaint.data.captions.decoding import Decoding, decode
-from tests.fixtures.coca_tiny import STOP, tiny_coca, tiny_pixels
+from salient_outpaint.data.captions.folder import caption_folder, missing_captions
+from salient_outpaint.data.datasets import SalientFolderDataset, load_captions
+from salient_outpaint.data.layouts import FOLDER_LAYOUTS, find_layout
+from tests.conftest import write_pair
+from tests.fixtures.coca_tiny import STOP, register, save_tiny_coca, tiny_coca, tiny_pixels
 
 FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "captions.json").read_text())
 START, PAD = 49406, 0
@@ -90,24 +102,6 @@ def test_a_batch_equals_the_same_images_one_at_a_time(model, decoding):
 
 
 # ---- the tool: layouts, resuming, the command line, a training run on its captions ----
-
-import os  # noqa: E402
-import random  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-from PIL import Image  # noqa: E402
-
-import train as train_cli  # noqa: E402
-from salient_outpaint.data.captions.command import main as captions_main  # noqa: E402
-from salient_outpaint.data.captions.folder import caption_folder, missing_captions  # noqa: E402
-from salient_outpaint.data.datasets import SalientFolderDataset, load_captions  # noqa: E402
-from salient_outpaint.data.layouts import FOLDER_LAYOUTS, find_layout  # noqa: E402
-from tests.conftest import write_pair  # noqa: E402
-from tests.fixtures.coca_tiny import register, save_tiny_coca  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--max-length", "8", "--batch-size", "2", "--device", "cpu"]  # a tiny CoCa, short captions

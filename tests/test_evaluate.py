@@ -134,14 +134,18 @@ def error_of(capsys, argv) -> str:
     return err.strip().splitlines()[-1]  # the lines before are progress bars
 
 
-def test_missing_generated_image_is_named(tmp_path, capsys):
+def test_missing_generated_image_is_named_and_the_others_are_measured(tmp_path, capsys):
     manifest = make_inputs(tmp_path)
     folder = make_generated(manifest, tmp_path / "gen", grow=0)
     (folder / "1_0.png").unlink()
     (folder / "1_1.png").unlink()
-    error = error_of(capsys, ["--inputs", str(manifest), "--generated", f"x={folder}", "--segmenter", "colour",
-                              "--out", str(tmp_path / "r")])
-    assert error.startswith("error: no generated image for input '1'") and "1_0.png" in error
+    assert evaluate_cli.main(["--inputs", str(manifest), "--generated", f"x={folder}", "--segmenter", "colour",
+                              "--out", str(tmp_path / "r")]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert "error: x: no generated image for input '1'" in errors[0] and "1_0.png" in errors[0]
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert {record["id"] for record in report["records"]} == {"0", "2"}
+    assert any("no generated image for input '1'" in note for note in report["notes"])
 
 
 def test_sample_files_match_the_exact_id_only(tmp_path):

@@ -118,7 +118,7 @@ def test_a_variant_trains_exports_its_config_and_loads_back_without_flags(tmp_pa
     folder = save_checkpoint(trainer.networks, tmp_path / "model", "diffusers")
     saved = json.loads((folder / "controlnet" / "config.json").read_text())
     assert saved["in_channels"] == config.model_config().controlnet.in_channels
-    assert saved["control_image"] == config.model_config().controlnet.control_image
+    assert saved["_control_image"] == config.model_config().controlnet.control_image
     unet_config = json.loads((folder / "unet" / "config.json").read_text())
     assert unet_config["in_channels"] == config.model_config().unet.in_channels
     loaded = load_models(folder, preset="toy")

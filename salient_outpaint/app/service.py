@@ -10,13 +10,16 @@ from pathlib import Path
 import torch
 
 from ..data.masks import binarize
+from ..composite import composite
+from ..data.images import to_uint8
 from ..hires import HiresOptions
 from ..inputs import InputError
 from ..modules.models import Models
 from ..options import SamplingOptions
-from ..photo import outpaint_photo
+from ..photo import paint
 from ..pipeline import OutpaintPipeline, check_object_mask
 from ..segmentation import SegmentPrompt, SegmenterError, make_segmenter
+from .memory import check_request_memory, default_max_memory
 from .uploads import DEFAULT_MAX_PIXELS, read_mask, read_photo
 
 MAX_IMAGES = 8  # per request: a queue serves one request at a time, so one request must not hold it for long
@@ -30,15 +33,17 @@ TAKES_POINTS = ("sam", "colour")  # the segmenters a click on the object can pro
 class OutpaintService:
     def __init__(self, models: Models, device: torch.device | str = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS,
                  segmenter: str | None = None, mask_weights: str | Path | None = None,
-                 hires: HiresOptions | None = None):
+                 hires: HiresOptions | None = None, max_memory: int | None = None):
         """`segmenter` (a name of salient_outpaint.segmentation, with its `mask_weights`) finds the object
         of a photo that brings no mask of its own; None: the person uploads or paints the mask. `hires`: every
-        result painted again toward the photo's size (app.py --hires)."""
+        result painted again toward the photo's size (app.py --hires). A request whose estimate (memory.py)
+        is over `max_memory` bytes (default: 80% of the machine's) is refused."""
         if models.controlnet is None:
             raise ValueError("the app needs a ControlNet (it compares against SI2 alone by setting its scale to 0)")
         self.pipeline = OutpaintPipeline(models, device)
         self.max_pixels = max_pixels
         self.hires = hires
+        self.max_memory = max_memory or default_max_memory()
         self.segmenter_name = segmenter
         self.segmenter = make_segmenter(segmenter, mask_weights, device) if segmenter else None
 
@@ -75,18 +80,22 @@ class OutpaintService:
     def generate(self, image: torch.Tensor, mask: torch.Tensor, prompt: str, negative_prompt: str,
                  options: SamplingOptions, seed: int, num_images: int,
                  compare: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """-> (num_images, 3, H, W) in [-1, 1] at the photo's size with the ControlNet, and the same with
-        SI2 alone (control scale 0, same seed, so the same initial noise) when `compare`, else None."""
+        """-> (num_images, 3, H, W) uint8 at the photo's size with the ControlNet, and the same with SI2
+        alone (control scale 0, same seed, so the same initial noise) when `compare`, else None. Each image
+        is taken to full size and to 8 bits on its own, so that a large photo's request stays bounded."""
         check_request(options, seed, num_images)
+        check_request_memory(*image.shape[-2:], num_images, compare, self.max_memory)
         if not binarize(mask).any():
             raise InputError(NO_OBJECT)
         check_object_mask(mask, image)  # a mask covering everything is refused before any model runs
 
         def sample(control_scale: float) -> torch.Tensor:
             generator = torch.Generator().manual_seed(seed)
-            return outpaint_photo(self.pipeline, image, mask, prompt, negative_prompt, num_images,
-                                  dataclasses.replace(options, control_scale=control_scale), generator, progress=True,
-                                  hires=self.hires)
+            generated, painted_mask = paint(self.pipeline, image, mask, prompt, negative_prompt, num_images,
+                                            dataclasses.replace(options, control_scale=control_scale), generator,
+                                            progress=True, hires=self.hires)  # (N, 3, h, w)
+            return torch.stack([to_uint8(composite(one[None], painted_mask, image, mask, options.feather)[0])
+                                for one in generated])
 
         images = sample(options.control_scale)
         return images, sample(0.0) if compare else None

@@ -2,11 +2,13 @@
 
 The two events that use the models are also HTTP endpoints (Gradio's API): "mask" (the object mask
 as the page shows it) and "generate"; the rest only change the page. Both share one concurrency group,
-so the device runs one request at a time and the rest wait in the queue. A request the app cannot serve raises gr.Error: one line in the page (or in
-the API client's exception), never a stack trace, and the server goes on serving.
+so the device runs one request at a time and the rest wait in the queue. A request the app cannot serve
+raises gr.Error: one line in the page (or in the API client's exception), one line in the server's log,
+never a stack trace, and the server goes on serving.
 """
 from __future__ import annotations
 
+import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +17,6 @@ import gradio as gr
 import numpy as np
 import torch
 
-from ..data.images import to_uint8
 from ..data.masks import binarize
 from ..inputs import InputError
 from ..options import SamplingOptions
@@ -30,25 +31,47 @@ Upload a product photo (or an RGBA cut-out), check the object mask (red), descri
 The ControlNet keeps the object from growing past its outline; tick *compare* to see SI2 alone on the same noise."""
 
 
+def refused(message: str) -> gr.Error:
+    """A request the app does not serve: one line in the server's log, the message in the page or in the
+    API's response (Gradio shows a gr.Error's message; any other exception arrives as {"error": null})."""
+    print(f"refused: {message}", file=sys.stderr)
+    return gr.Error(message, print_exception=False)
+
+
 @contextmanager
 def shown_in_page():
-    """Input errors become one-line gr.Error messages; warnings (a truncated prompt, an animated file)
-    become gr.Warning toasts."""
+    """Input errors (and a raw API value that is no number, such as NaN steps) become one-line gr.Error
+    messages; warnings (a truncated prompt, an animated file) become gr.Warning toasts."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             yield
-        except (InputError, FileNotFoundError) as error:
-            raise gr.Error(str(error), print_exception=False) from None
+        except (InputError, FileNotFoundError, ValueError, TypeError, OverflowError) as error:
+            raise refused(str(error)) from None
         except torch.OutOfMemoryError:
-            raise gr.Error("out of memory on the device: ask for fewer images, or upload a smaller photo") from None
+            raise refused("out of memory on the device: ask for fewer images, or upload a smaller photo") from None
     for warning in caught:
         gr.Warning(str(warning.message))
 
 
 def as_pictures(images: torch.Tensor) -> list[np.ndarray]:
-    """(N, 3, H, W) in [-1, 1] -> N (H, W, 3) uint8 arrays, which the galleries save as full-size PNG."""
-    return [to_uint8(image).permute(1, 2, 0).numpy() for image in images]
+    """(N, 3, H, W) uint8 -> N (H, W, 3) uint8 arrays, which the galleries save as full-size PNG."""
+    return [image.permute(1, 2, 0).numpy() for image in images]
+
+
+def quietly_bounded(component: gr.components.Component) -> gr.components.Component:
+    """Gradio refuses an API value outside a slider's range with a gr.Error that logs a stack trace;
+    the same refusal, logged as one line."""
+    preprocess = component.preprocess
+
+    def checked(payload):
+        try:
+            return preprocess(payload)
+        except gr.Error as error:
+            raise refused(f"{component.label}: {error.message}") from None
+
+    component.preprocess = checked
+    return component
 
 
 def parse_points(text: str | None) -> list[tuple[float, float]]:
@@ -141,20 +164,22 @@ def build_app(service: OutpaintService, example: Path | None = None,
                                     elem_id="prompt")
                 negative_prompt = gr.Textbox(label="Negative prompt", placeholder="what to steer away from")
                 with gr.Row():
-                    steps = gr.Slider(1, MAX_STEPS, value=sampling.steps, step=1, label="Steps", elem_id="steps")
-                    guidance = gr.Slider(0, 20, value=sampling.guidance, step=0.5, label="Guidance")
-                    control_scale = gr.Slider(0, 2, value=sampling.control_scale, step=0.05, label="ControlNet scale")
+                    steps = quietly_bounded(gr.Slider(1, MAX_STEPS, value=sampling.steps, step=1, label="Steps",
+                                                      elem_id="steps"))
+                    guidance = quietly_bounded(gr.Slider(0, 20, value=sampling.guidance, step=0.5, label="Guidance"))
+                    control_scale = quietly_bounded(gr.Slider(0, 2, value=sampling.control_scale, step=0.05,
+                                                              label="ControlNet scale"))
                 with gr.Row():
-                    guidance_end = gr.Slider(0, 1, value=sampling.guidance_end, step=0.05,
-                                             label="Guidance until (fraction of the steps)")
-                    cache_interval = gr.Slider(1, 10, value=sampling.cache_interval, step=1,
-                                               label="Full network call every N steps (feature reuse)")
+                    guidance_end = quietly_bounded(gr.Slider(0, 1, value=sampling.guidance_end, step=0.05,
+                                                             label="Guidance until (fraction of the steps)"))
+                    cache_interval = quietly_bounded(gr.Slider(1, 10, value=sampling.cache_interval, step=1,
+                                                               label="Full network call every N steps (feature reuse)"))
                     reuse_guidance = gr.Checkbox(value=sampling.reuse_guidance,
                                                  label="Reuse guidance on the steps between")
                 with gr.Row():
                     sampler = gr.Dropdown(sorted(SAMPLERS), value=sampling.sampler, label="Sampler")
-                    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
-                    num_images = gr.Slider(1, MAX_IMAGES, value=2, step=1, label="Images")
+                    seed = quietly_bounded(gr.Number(value=0, precision=0, minimum=0, label="Seed"))
+                    num_images = quietly_bounded(gr.Slider(1, MAX_IMAGES, value=2, step=1, label="Images"))
                 compare = gr.Checkbox(label="Compare with SI2 alone (ControlNet scale 0, same noise)", elem_id="compare")
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
         with gr.Row():

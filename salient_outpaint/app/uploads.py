@@ -9,27 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from ..data.images import NoMaskInImage, load_image, load_mask, load_rgba_as_image_and_mask
+from ..data.images import (DEFAULT_MAX_PIXELS, NoMaskInImage, check_pixels, load_image, load_mask,
+                           load_rgba_as_image_and_mask)
 from ..inputs import InputError, check_mask_size
 
-DEFAULT_MAX_PIXELS = 40_000_000  # a 48-megapixel phone's default 12 MP mode, and a 6000 x 6000 scan, fit
+__all__ = ["DEFAULT_MAX_PIXELS", "check_upload", "read_mask", "read_photo"]
 
 
 def check_upload(path: str | Path, what: str, max_pixels: int) -> None:
     """Refuse a file that is not an image, or one larger than `max_pixels`, from its header alone."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (UnidentifiedImageError, OSError):
-        raise InputError(f"the {what} is not an image PIL can read (PNG, JPEG, WebP, ...); "
-                         "upload an image file") from None
-    except Image.DecompressionBombError:
-        width, height = max_pixels + 1, 1  # PIL refused it for its size: report it as too large
-    if width * height > max_pixels:
-        raise InputError(f"the {what} is {width} x {height} = {width * height / 1e6:.1f} megapixels; this server "
-                         f"takes at most {max_pixels / 1e6:.1f}: downscale it first")
+    check_pixels(path, what, max_pixels, allowed_by="this server")
 
 
 def read_photo(path: str | Path, max_pixels: int) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -7,6 +7,7 @@ with the 23 blocks SD2 uses; its attention keeps q, k and v apart, as ours does.
 """
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -22,6 +23,11 @@ from .keymap import KeyMap, Source, map_by_prefix
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.bin",
                 "pytorch_model.bin", "diffusion_pytorch_model.fp16.safetensors", "model.fp16.safetensors")
 COMPONENT_FOLDERS = ("unet", "vae", "text_encoder", "controlnet")
+
+# Our own settings in a ControlNet's config.json; the underscore keeps diffusers from warning about it.
+# Folders exported before it was introduced say "control_image", still read.
+OUR_CONTROL_IMAGE_KEY = "_control_image"
+START_TOKEN, END_TOKEN = 49406, 49407  # open_clip's <|startoftext|> and <|endoftext|>
 
 LEGACY_VAE_ATTENTION = [("to_q.", "query."), ("to_k.", "key."), ("to_v.", "value."), ("to_out.0.", "proj_attn.")]
 
@@ -92,8 +98,8 @@ def unet_config_json(config: ModelConfig) -> dict:
 
 
 def controlnet_config_json(config: ModelConfig) -> dict:
-    """The config.json diffusers' ControlNetModel needs to rebuild our ControlNet, plus `control_image`
-    (what its control image shows; diffusers ignores the entry)."""
+    """The config.json diffusers' ControlNetModel needs to rebuild our ControlNet, plus `_control_image`
+    (what its control image shows): diffusers passes over keys starting with an underscore silently."""
     return {
         "_class_name": "ControlNetModel",
         "in_channels": config.controlnet.in_channels,
@@ -102,8 +108,92 @@ def controlnet_config_json(config: ModelConfig) -> dict:
         **encoder_config_json(config),
         "controlnet_conditioning_channel_order": "rgb",
         "global_pool_conditions": False,
-        "control_image": config.controlnet.control_image,
+        OUR_CONTROL_IMAGE_KEY: config.controlnet.control_image,
     }
+
+
+def vae_config_json(config: ModelConfig) -> dict:
+    """The config.json diffusers' AutoencoderKL needs to rebuild our VAE."""
+    vae = config.vae
+    levels = len(vae.block_out_channels)
+    return {"_class_name": "AutoencoderKL", "in_channels": vae.image_channels, "out_channels": vae.image_channels,
+            "down_block_types": ["DownEncoderBlock2D"] * levels, "up_block_types": ["UpDecoderBlock2D"] * levels,
+            "block_out_channels": list(vae.block_out_channels), "layers_per_block": vae.layers_per_block,
+            "act_fn": "silu", "latent_channels": vae.latent_channels, "norm_num_groups": vae.norm_groups,
+            "sample_size": config.image_size, "scaling_factor": vae.scaling_factor}
+
+
+def text_encoder_config_json(config: ModelConfig) -> dict:
+    """The config.json transformers' CLIPTextModel needs to rebuild our text encoder (causal attention,
+    GELU, LayerNorm eps 1e-5, as open_clip's)."""
+    text = config.text
+    return {"architectures": ["CLIPTextModel"], "model_type": "clip_text_model", "vocab_size": text.vocab_size,
+            "hidden_size": text.width, "intermediate_size": 4 * text.width, "num_attention_heads": text.heads,
+            "num_hidden_layers": text.layers, "max_position_embeddings": text.context_length, "hidden_act": "gelu",
+            "layer_norm_eps": 1e-5, "bos_token_id": START_TOKEN, "eos_token_id": END_TOKEN, "pad_token_id": 0,
+            "projection_dim": text.width, "torch_dtype": "float32"}
+
+
+def scheduler_config_json(config: ModelConfig) -> dict:
+    """scheduler/scheduler_config.json: the training noise schedule, as DDIM (the pipeline's sampler is
+    chosen per call; this records the betas and what the U-Net predicts)."""
+    schedule = config.schedule
+    return {"_class_name": "DDIMScheduler", "num_train_timesteps": schedule.num_train_timesteps,
+            "beta_start": schedule.beta_start, "beta_end": schedule.beta_end,
+            "beta_schedule": schedule.beta_schedule, "prediction_type": schedule.prediction_type,
+            "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "timestep_spacing": "leading"}
+
+
+def model_index_json(components) -> dict:
+    """model_index.json: which class loads each sub-folder, so that the folder loads as one pipeline."""
+    classes = {"unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+               "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+               "scheduler": ["diffusers", "DDIMScheduler"], "controlnet": ["diffusers", "ControlNetModel"]}
+    pipeline = ("StableDiffusionControlNetInpaintPipeline" if "controlnet" in components
+                else "StableDiffusionInpaintPipeline")
+    return {"_class_name": pipeline, **{name: classes[name] for name in classes if name in components},
+            "safety_checker": [None, None], "feature_extractor": [None, None], "requires_safety_checker": False}
+
+
+COMPONENT_CONFIGS = {"unet": unet_config_json, "vae": vae_config_json, "text_encoder": text_encoder_config_json,
+                     "controlnet": controlnet_config_json}
+
+
+def write_json(path: Path, entries: dict) -> None:
+    text = json.dumps(entries, indent=2)
+    atomic_write(path, lambda temporary: Path(temporary).write_text(text))
+
+
+def write_tokenizer(folder: Path, context_length: int) -> None:
+    """tokenizer/: vocab.json and merges.txt for transformers' CLIPTokenizer, built from the BPE file that
+    open_clip ships (the same vocabulary, in the same order: bytes, bytes + </w>, the merges, the two
+    special tokens), and SD2's settings: "!" (id 0) pads, as open_clip's zeros do."""
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+
+    with gzip.open(default_bpe(), "rt", encoding="utf-8") as file:
+        merges = file.read().split("\n")[1:49152 - 256 - 2 + 1]  # open_clip's slice of the file
+    byte_symbols = list(bytes_to_unicode().values())
+    vocabulary = byte_symbols + [symbol + "</w>" for symbol in byte_symbols] + ["".join(merge.split())
+                                                                                for merge in merges]
+    vocabulary += ["<|startoftext|>", "<|endoftext|>"]
+    write_json(folder / "vocab.json", {token: index for index, token in enumerate(vocabulary)})
+    text = "#version: 0.2\n" + "\n".join(merges) + "\n"
+    atomic_write(folder / "merges.txt", lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+               "pad_token": "!"}
+    write_json(folder / "special_tokens_map.json", special)
+    write_json(folder / "tokenizer_config.json", {"tokenizer_class": "CLIPTokenizer", "model_max_length": context_length,
+                                                  "do_lower_case": True, **special})
+
+
+def write_pipeline_files(config: ModelConfig, folder: Path, components) -> None:
+    """Beside the components' folders: model_index.json, scheduler/ and, with a text encoder, tokenizer/."""
+    components = list(components)
+    if "text_encoder" in components:
+        write_tokenizer(folder / "tokenizer", config.text.context_length)
+        components.append("tokenizer")
+    write_json(folder / "scheduler" / "scheduler_config.json", scheduler_config_json(config))
+    write_json(folder / "model_index.json", model_index_json([*components, "scheduler"]))
 
 
 def component_config(path: Path, component: str) -> dict:
@@ -129,7 +219,7 @@ def configured_variant(config: ModelConfig, paths) -> ModelConfig:
         unet, controlnet = component_config(path, "unet"), component_config(path, "controlnet")
         unet_in_channels = unet.get("in_channels", unet_in_channels)
         controlnet_in_channels = controlnet.get("in_channels", controlnet_in_channels)
-        control_image = controlnet.get("control_image", control_image)
+        control_image = controlnet.get(OUR_CONTROL_IMAGE_KEY, controlnet.get("control_image", control_image))
     return variant(config, unet_in_channels, controlnet_in_channels, control_image)
 
 
@@ -137,8 +227,7 @@ def save_controlnet_folder(controlnet: ControlNet, config: ModelConfig, folder: 
     """Write `folder/config.json` and `folder/diffusion_pytorch_model.safetensors` so that
     `diffusers.ControlNetModel.from_pretrained(folder)` loads what we trained."""
     folder = Path(folder)
-    text = json.dumps(controlnet_config_json(config), indent=2)
-    atomic_write(folder / "config.json", lambda temporary: Path(temporary).write_text(text))
+    write_json(folder / "config.json", controlnet_config_json(config))
     weights = {key: value.detach().to(torch.float32) for key, value in controlnet.state_dict().items()}
     save_state_dict(weights, folder / "diffusion_pytorch_model.safetensors")
     return folder

@@ -9,7 +9,6 @@ Supported, detected from the keys themselves:
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -192,7 +191,8 @@ def save_checkpoint(models: Models, destination: str | Path, layout: str,
                     components: list[str] | None = None) -> Path:
     """Write in one of `LAYOUTS`: `ldm` (one file with every built component, the ControlNet under
     control_model.*), `cldm` (the ControlNet alone, lllyasviel's layout) or `diffusers` (a folder with
-    one sub-folder per component, the U-Net's and the ControlNet's with the config.json diffusers needs).
+    one sub-folder per component, each with the config.json diffusers or transformers rebuilds it from,
+    and model_index.json, scheduler/ and tokenizer/, so that the folder loads as a diffusers pipeline).
     `components` limits what is written (default: every built network)."""
     destination = Path(destination)
     modules = {name: module for name, module in models.components().items()
@@ -218,9 +218,11 @@ def save_checkpoint(models: Models, destination: str | Path, layout: str,
             # transformers names its weight file differently from diffusers
             name = "model.safetensors" if component == "text_encoder" else diffusers.WEIGHT_FILES[0]
             save_state_dict(to_foreign(our_keys, key_map), destination / component / name)
-            if component == "unet":  # its input channels tell an inpainting U-Net from a text-to-image one
-                (destination / component / "config.json").write_text(
-                    json.dumps(diffusers.unet_config_json(models.config), indent=2))
+            # what diffusers and transformers rebuild each network from (and, for the U-Net, its input
+            # channels tell an inpainting U-Net from a text-to-image one)
+            diffusers.write_json(destination / component / "config.json",
+                                 diffusers.COMPONENT_CONFIGS[component](models.config))
+        diffusers.write_pipeline_files(models.config, destination, modules)
     else:
         raise CheckpointError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     return destination

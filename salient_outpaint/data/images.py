@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..files import atomic_write
+from ..inputs import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 # Single-channel modes whose pixels are not bytes, and the value that stands for white in each.
@@ -23,6 +24,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 WHITE_OF_DEEP_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 EXIF_ORIENTATION = 0x0112
+# The largest photo sample.py and the app decode (--max-pixels): a 48-megapixel phone's default 12 MP
+# mode and a 6000 x 6000 scan fit. Its full-size work is done image by image (photo.py); see README.md
+# for the memory it takes.
+DEFAULT_MAX_PIXELS = 40_000_000
 
 
 def images_in(folder: Path) -> list[Path]:
@@ -45,7 +50,10 @@ def open_image(source: str | Path | bytes, what: str) -> Image.Image:
             frames = getattr(file, "n_frames", 1)
             file.load()  # the first frame: a file opens on it
             image = ImageOps.exif_transpose(file)  # a new, upright image (a plain copy without EXIF orientation)
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError:
+        raise InputError(f"the {what} {name} is too large: more than the {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
+                         "megapixels Pillow decodes; downscale it first") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"cannot read the {what} {name}: not an image file, or a damaged one ({error})") from None
     if frames > 1:
         warnings.warn(f"the {what} {name} has {frames} frames; using the first", stacklevel=3)
@@ -57,6 +65,24 @@ def upright_size(file: Image.Image) -> tuple[int, int]:
     EXIF orientations 5 to 8 turn the picture a quarter."""
     width, height = file.size
     return (height, width) if file.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8) else (width, height)
+
+
+def check_pixels(path: str | Path, what: str, max_pixels: int, allowed_by: str = "--max-pixels") -> None:
+    """Refuse an image file with more than `max_pixels` pixels from its header alone, before anything is
+    decoded (a 13000 x 13000 PNG of half a megabyte decodes to gigabytes). A file that is not an image
+    is refused too; Pillow's own size limit is lifted for the header, so that a huge file is called
+    huge, with its size, and not damaged."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as file:
+            width, height = upright_size(file)
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        raise InputError(f"cannot read the {what}: not an image file (PNG, JPEG, WebP, ...), or a damaged one") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    if width * height > max_pixels:
+        raise InputError(f"the {what} is {width} x {height} = {width * height / 1e6:.1f} megapixels; {allowed_by} "
+                         f"takes at most {max_pixels / 1e6:.1f}: downscale it first")
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -107,7 +133,7 @@ def load_rgba_as_image_and_mask(path: str | Path) -> tuple[torch.Tensor, torch.T
     image = open_image(path, "image")
     if has_alpha(image):
         rgba = to_tensor(image.convert("RGBA"))
-        return rgba[:3] * 2 - 1, rgba[3:]
+        return rgba[:3] * 2 - 1, rgba[3:].clone()  # a view would keep all four channels alive
     rgb = rgb_of(image)
     corners = torch.stack([rgb[:, 0, 0], rgb[:, 0, -1], rgb[:, -1, 0], rgb[:, -1, -1]])  # (4, 3)
     backdrop = corners.median(dim=0).values

@@ -37,7 +37,13 @@ def read_manifest(path: str | Path) -> list[ManifestInput]:
     if not path.is_file():
         raise FileNotFoundError(f"the manifest {path} does not exist")
     inputs, lines_of_ids = [], {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[:error.start].count(b"\n") + 1
+        raise ValueError(f"{path} line {line} is not UTF-8 text (byte {error.object[error.start]:#x}); save the "
+                         "manifest as UTF-8") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path} line {number}"
@@ -52,20 +58,28 @@ def read_manifest(path: str | Path) -> list[ManifestInput]:
         if missing:
             raise ValueError(f"{where} lacks {', '.join(missing)}; each line needs "
                              f"{', '.join(REQUIRED_FIELDS)} (and optionally id, category)")
+        for field in ("image", "mask"):
+            if not isinstance(entry[field], str) or not entry[field]:
+                raise ValueError(f"{where}: {field} must be a file path (a string), not {json.dumps(entry[field])}")
+        if not isinstance(entry["prompt"], str):
+            raise ValueError(f"{where}: prompt must be text (a string), not {json.dumps(entry['prompt'])}")
         item = ManifestInput(id=str(entry.get("id", number)), image=path.parent / entry["image"],
                                mask=path.parent / entry["mask"], prompt=str(entry["prompt"]),
                                category=str(entry.get("category", "all")), background=entry.get("background"))
-        if not re.fullmatch(r"[\w.\-]+", item.id):
+        if not re.fullmatch(r"[\w.\-]+", item.id) or item.id.startswith("."):
             raise ValueError(f"{where}: the id {item.id!r} names files, so it may hold only letters, digits, "
-                             f"'_', '-' and '.'")
+                             f"'_', '-' and '.', and may not start with '.' (a hidden file)")
         if item.id in lines_of_ids:
             raise ValueError(f"{where} repeats the id {item.id!r} of line {lines_of_ids[item.id]}; ids must be unique")
         if item.background is not None and item.background not in BACKGROUNDS:
             raise ValueError(f"{where}: background {item.background!r} is not a toy background "
                              f"({', '.join(BACKGROUNDS)})")
         for field in ("image", "mask"):
-            if not getattr(item, field).is_file():
-                raise FileNotFoundError(f"{where}: the {field} {getattr(item, field)} does not exist")
+            file = getattr(item, field)
+            if file.exists() and not file.is_file():
+                raise ValueError(f"{where}: the {field} {file} is not a file (a folder or a device)")
+            if not file.is_file():
+                raise FileNotFoundError(f"{where}: the {field} {file} does not exist")
         lines_of_ids[item.id] = number
         inputs.append(item)
     if not inputs:

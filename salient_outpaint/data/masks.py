@@ -102,14 +102,19 @@ def feathered_paste(generated: torch.Tensor, original: torch.Tensor, object_mask
     pixels the two blend, so that the VAE's slightly different rendition of the edge does not show a
     seam. A soft mask stays soft: the original's weight never exceeds the mask.
     """
-    if feather <= 0:
-        weight = object_mask
-    else:
-        core = erode(object_mask, feather)
-        weight = window_mean(core, feather)  # a box blur: rows, then columns
-        weight = window_mean(weight.transpose(-1, -2), feather).transpose(-1, -2)
-        weight = torch.maximum(weight, core) * object_mask
+    weight = feather_weight(object_mask, feather)
     return weight * original + (1 - weight) * generated
+
+
+def feather_weight(object_mask: torch.Tensor, feather: int) -> torch.Tensor:
+    """feathered_paste's weight of the original, (..., 1, H, W) in [0, 1]: 1 inside the object `feather`
+    pixels from its edge, falling to 0 across the last `feather` pixels, never above the mask."""
+    if feather <= 0:
+        return object_mask
+    core = erode(object_mask, feather)
+    weight = window_mean(core, feather)  # a box blur: rows, then columns
+    weight = window_mean(weight.transpose(-1, -2), feather).transpose(-1, -2)
+    return torch.maximum(weight, core) * object_mask
 
 
 def check_bool_mask(mask: torch.Tensor, name: str) -> None:

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from ..files import atomic_write
+from ..outputs import check_output_folder, ends_in_one_line
 from . import shards
 from .check import check_data
 from .images import to_uint8
@@ -65,9 +66,11 @@ def pack(specs: tuple[str, ...], out: str | Path, shard_size: int = 1000, seed: 
          toy_resolution: int = 128) -> str:
     """Check, shuffle and write every item of the datasets into OUT/shard-NNNNNN.tar; returns the
     `shards:` pattern that reads them."""
-    shards.require_webdataset()
     if shard_size < 1:
         raise ValueError(f"--shard-size must be at least 1, not {shard_size}")
+    # Before the data are checked; the shards (.tar) cannot be any input's file: shards are refused as input.
+    out = check_output_folder(out)
+    shards.require_webdataset()
     datasets = [build_one(spec, toy_resolution, seed) for spec in specs]
     for spec, dataset in zip(specs, datasets):
         if isinstance(dataset, shards.ShardDataset):
@@ -77,7 +80,6 @@ def pack(specs: tuple[str, ...], out: str | Path, shard_size: int = 1000, seed: 
     if not everything:
         raise ValueError(f"{' '.join(specs)} hold no items")
     order = torch.randperm(len(everything), generator=torch.Generator().manual_seed(seed)).tolist()
-    out = Path(out)
     shard_count = (len(everything) + shard_size - 1) // shard_size
     for shard in range(shard_count):
         numbers = range(shard * shard_size, min((shard + 1) * shard_size, len(everything)))
@@ -100,10 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     packer.add_argument("--seed", type=int, default=0, help="seed of the shuffle (default: 0)")
     packer.add_argument("--toy-resolution", type=int, default=128, help="size of rendered toy scenes (default: 128)")
     args = parser.parse_args(argv)
-    try:
-        pattern = pack(tuple(args.data), args.out, args.shard_size, args.seed, args.toy_resolution)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(pattern)
-    return 0
+
+    def work() -> int:
+        try:
+            pattern = pack(tuple(args.data), args.out, args.shard_size, args.seed, args.toy_resolution)
+        except (ValueError, FileNotFoundError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(pattern)
+        return 0
+
+    return ends_in_one_line(work)

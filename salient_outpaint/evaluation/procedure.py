@@ -17,9 +17,11 @@ import torch
 from .. import distributed
 from ..data.manifest import ManifestInput, read_manifest
 from ..distributed import Process, single_process
+from ..files import atomic_write
 from ..loading import TOY_WEIGHTS, load_models
 from ..options import SamplingOptions
 from ..output_settings import weights_fingerprint
+from ..outputs import check_output_folder, check_spares_inputs
 from ..pipeline import OutpaintPipeline
 from ..precision import default_dtype
 from ..segmentation import inspyrenet, make_segmenter, sam
@@ -79,7 +81,7 @@ def check_metric_weights(metrics: Metrics) -> None:
 
 
 def generate_methods(generation: Generation, inputs: list[ManifestInput], out: Path, device: str | torch.device,
-                     process: Process = single_process()) -> dict[str, Path]:
+                     process: Process = single_process(), skipped: list[str] | None = None) -> dict[str, Path]:
     """Each method's images into OUT/<method>/, beside its settings record, this process's share of them
     (see run.generate); the networks are freed on return."""
     models = load_models(generation.checkpoint, generation.controlnet, generation.preset,
@@ -94,7 +96,7 @@ def generate_methods(generation: Generation, inputs: list[ManifestInput], out: P
     for method, options in generation.options.items():
         folders[method] = out / method
         run.generate(pipeline, inputs, folders[method], generation.num_images, options, generation.seed,
-                     settings={**common, "sampling": asdict(options)}, process=process)
+                     settings={**common, "sampling": asdict(options)}, process=process, skipped=skipped)
     return folders
 
 
@@ -137,19 +139,31 @@ def set_metrics(metrics: Metrics, networks: dict, folders: Mapping[str, Path], i
     return results
 
 
+def planned_outputs(out: Path, inputs: list[ManifestInput], generation: Generation | None) -> list[Path]:
+    """Every file evaluate writes: the reports, and --generate's images."""
+    generated = [run.generated_path(out / method, item.id, sample) for method in generation.options
+                 for item in inputs for sample in range(generation.num_images)] if generation else []
+    return [out / "report.json", out / "report.md", *generated]
+
+
 def evaluate(out: Path, manifest: Path | None, toy: int | None, folders: Mapping[str, Path],
              generation: Generation | None, metrics: Metrics, device: str | torch.device = "cpu",
-             process: Process = single_process()) -> tuple[dict, str] | None:
+             process: Process = single_process(), skipped: list[str] | None = None) -> tuple[dict, str] | None:
     """The inputs (`manifest`, or `toy` held-out toy scenes written to OUT/inputs/), the images of each
     method (`folders`, plus those `generation` makes), measured -> (summary, report.md's text); writes
-    OUT/report.json (every image's record and the summary) and OUT/report.md. Under torchrun every
+    OUT/report.json (every image's record and the summary) and OUT/report.md, each whole or not at all.
+    Where the results go is checked before any work. An input that cannot be used stops the run, or
+    with `skipped` is listed there (and in the report's notes) and passed over. Under torchrun every
     process makes its share of the images, then rank 0 alone measures (the others return None)."""
     check_metric_weights(metrics)
+    check_output_folder(out)
     manifest = manifest or distributed.on_main(process, lambda: run.write_toy_manifest(out / "inputs", toy))
     inputs = read_manifest(manifest)
+    check_spares_inputs(planned_outputs(out, inputs, generation),
+                        [manifest, *(path for item in inputs for path in (item.image, item.mask))])
     folders = dict(folders)
     if generation is not None:
-        folders.update(generate_methods(generation, inputs, out, device, process))
+        folders.update(generate_methods(generation, inputs, out, device, process, skipped))
     if not process.is_main:
         return None
 
@@ -157,13 +171,14 @@ def evaluate(out: Path, manifest: Path | None, toy: int | None, folders: Mapping
     networks = load_metric_networks(metrics, device, notes)
     records = [record for method, folder in folders.items()
                for record in run.image_records(method, folder, inputs, networks["segmenter"], networks["clip"],
-                                               device, networks["lpips"])]
+                                               device, networks["lpips"], skipped)]
     single = sorted({record["method"] for record in records} - {record["method"] for record in records
                                                                  if "background_diversity" in record})
     if single:
         notes.append(f"diversity needs 2 or more images per input; {', '.join(single)} had 1")
     self_check = [input_self_check(item, run.object_mask_of(item), networks["segmenter"]) for item in inputs]
     summary = summarise(records, set_metrics(metrics, networks, folders, inputs, device))
+    notes += [f"skipped {message}" for message in skipped or []]
     bounds = intervals(records)
     report = run.markdown_report(
         summary, notes,
@@ -171,10 +186,10 @@ def evaluate(out: Path, manifest: Path | None, toy: int | None, folders: Mapping
                 "inputs)", markdown_intervals(bounds))],
         last=[("The segmenter on the inputs themselves (object recall; expansion of the input against itself)",
                markdown_self_check(self_check))])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps({
+    report_json = json.dumps({
         "manifest": str(manifest), "folders": {method: str(folder) for method, folder in folders.items()},
         "notes": notes, "summary": summary, "intervals": bounds, "self_check": self_check,
-        "records": records}, indent=1))
-    (out / "report.md").write_text(report)
+        "records": records}, indent=1)
+    atomic_write(out / "report.json", lambda temporary: Path(temporary).write_text(report_json))
+    atomic_write(out / "report.md", lambda temporary: Path(temporary).write_text(report))
     return summary, report

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -99,16 +100,17 @@ def plan_generation(inputs: Sequence[ManifestInput], folder: Path, num_images: i
 
 
 def generate(pipeline, inputs: Sequence[ManifestInput], folder: Path, num_images: int, options, seed: int,
-             settings: dict, process: Process = single_process()) -> None:
+             settings: dict, process: Process = single_process(), skipped: list[str] | None = None) -> None:
     """Write num_images samples per input, skipping the inputs an earlier run made with the same
     `settings` (plan_generation, on rank 0). Under torchrun the inputs to do are dealt out, the i-th to
     rank i mod WORLD_SIZE; input i draws its noise from seed + i whichever process makes it, so every
-    method (and every number of processes) sees the same noise. An input the pipeline refuses stops
-    the run: the first one any process met is raised on every process, after all have finished. The
-    images are the pipeline's raw output at the input's size, as the paper measured them: not
-    photo.outpaint_photo's, whose pasted-back object would hide what the model did to it."""
+    method (and every number of processes) sees the same noise. The images are the pipeline's raw
+    output at the input's size, as the paper measured them: not photo.outpaint_photo's, whose
+    pasted-back object would hide what the model did to it. An input that cannot be used stops the run
+    (the first one any process met is raised on every process, after all have finished), or with
+    `skipped` is reported there (and in one line, by rank 0) and passed over."""
     todo = distributed.on_main(process, lambda: plan_generation(inputs, folder, num_images, settings))
-    refused = None
+    refused = []
     with SharedProgress(process, total=len(inputs), desc=f"generate {folder.name}", unit="input") as progress:
         progress.update(len(inputs) - len(todo) if process.is_main else 0)
         for index in todo[process.rank::process.world_size]:
@@ -116,15 +118,23 @@ def generate(pipeline, inputs: Sequence[ManifestInput], folder: Path, num_images
             try:
                 images = pipeline(load_image(item.image), load_mask(item.mask), item.prompt, num_images=num_images,
                                   options=options, generator=torch.Generator().manual_seed(seed + index))
-            except InputError as error:
-                refused = f"input {item.id!r} ({item.image}, {item.mask}): {error}"
-                break
+            except (InputError, ValueError) as error:
+                refused.append(f"input {item.id!r} ({item.image}, {item.mask}): {error}")
+                if skipped is None:
+                    break
+                progress.update(1)
+                continue
             for sample, image in enumerate(images):
                 save_image(image, generated_path(folder, item.id, sample))
             progress.update(1)
-    refusals = [message for message in distributed.gather(process, refused) if message]
-    if refusals:
+    refusals = [message for messages in distributed.gather(process, refused) for message in messages]
+    if refusals and skipped is None:
         raise ValueError(refusals[0])
+    for message in refusals:  # every process knows them (its exit code), rank 0 says them
+        if process.is_main:
+            skip(skipped, f"{folder.name}: {message}")
+        else:
+            skipped.append(f"{folder.name}: {message}")
 
 
 def object_mask_of(item: ManifestInput) -> torch.Tensor:
@@ -135,8 +145,14 @@ def object_mask_of(item: ManifestInput) -> torch.Tensor:
 
 
 @torch.no_grad()
+def skip(skipped: list[str], message: str) -> None:
+    skipped.append(message)
+    tqdm.write(f"error: {message}; skipped", file=sys.stderr)
+
+
 def image_records(method: str, folder: Path, inputs: Sequence[ManifestInput], segmenter: Segmenter,
-                  clip_embedder=None, device: str | torch.device = "cpu", lpips=None) -> list[dict]:
+                  clip_embedder=None, device: str | torch.device = "cpu", lpips=None,
+                  skipped: list[str] | None = None) -> list[dict]:
     """One record per generated image of a method:
 
       expanded_pixels, expansion_fraction,
@@ -147,16 +163,24 @@ def image_records(method: str, folder: Path, inputs: Sequence[ManifestInput], se
                                            (diversity.py), the input's value on each of its records
       lpips_diversity                      the same with LPIPS (lpips.py), given its network
       clip_score, object_similarity        with a CLIP embedder (see clip_score.py)
+
+    An input whose files cannot be used is raised, or with `skipped` reported there and passed over.
     """
     signatures = None
     records = []
     for item in tqdm(inputs, desc=f"measure {method}"):
-        object_mask = object_mask_of(item)
-        paths = generated_samples(folder, item)
-        samples = load_samples(folder, item)  # (K, 3, H, W)
-        if samples.shape[-2:] != object_mask.shape:
-            raise ValueError(f"{paths[0]} is {tuple(samples.shape[-2:])} but the mask of input {item.id!r} is "
-                             f"{tuple(object_mask.shape)}; generated images keep the input's size")
+        try:
+            object_mask = object_mask_of(item)
+            paths = generated_samples(folder, item)
+            samples = load_samples(folder, item)  # (K, 3, H, W)
+            if samples.shape[-2:] != object_mask.shape:
+                raise ValueError(f"{paths[0]} is {tuple(samples.shape[-2:])} but the mask of input {item.id!r} is "
+                                 f"{tuple(object_mask.shape)}; generated images keep the input's size")
+        except (FileNotFoundError, ValueError) as error:
+            if skipped is None:
+                raise
+            skip(skipped, f"{method}: {error}")
+            continue
         item_records = []
         for path, image in zip(paths, samples):
             found = segmenter(image, SegmentPrompt(mask=object_mask[None].float()))  # (1, H, W) in [0, 1]

@@ -15,6 +15,8 @@ def automatic_mask(segmenter: Segmenter, image: torch.Tensor, prompt: SegmentPro
     threshold or a grow, binary (refine_mask). Refuses a map with no object pixel (none above 0.5)."""
     soft_map = segmenter(image, prompt)
     mask = soft_map if threshold is None and grow == 0 else refine_mask(soft_map, threshold, grow)
+    if not binarize(mask).any() and grow < 0 and binarize(soft_map).any():
+        raise SegmenterError(f"--mask-grow {grow} shrank the object in {name} to nothing; shrink it less")
     if not binarize(mask).any():
         raise SegmenterError(f"the segmenter found no object in {name}; point at it (--segmenter sam --point X,Y "
                              "or --box X0,Y0,X1,Y1), lower --mask-threshold, or give the mask with --mask")

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from ..config import PRESETS, ModelConfig, variant
-from ..inputs import flag
+from ..inputs import check_number, flag
 from ..precision import DTYPES, resolve_dtype
 
 STAGES = ("vae", "unet", "controlnet")
@@ -71,6 +71,23 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accumulation", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{flag(name)} must be at least 1, not {getattr(self, name)}")
+        for name, bounds in NUMBER_RANGES.items():
+            check_number(flag(name), getattr(self, name), **bounds)
+        for weight in self.data_weights:
+            check_number("--data-weights", weight, above=0)
+        model = self.model_config()  # a variant the architecture cannot take fails here, before any work
+        block = model.vae.downsample_factor * 2 ** (len(model.unet.block_out_channels) - 1)
+        if self.resolution % block or not block <= self.resolution <= MAX_RESOLUTION:
+            raise ValueError(f"--resolution must be a multiple of {block} from {block} to {MAX_RESOLUTION} (a pixel "
+                             f"block that the {self.preset} VAE and U-Net halve down to one latent), got "
+                             f"{self.resolution}")
+        if self.seed < 0:
+            raise ValueError(f"--seed must be 0 or more, not {self.seed}")
+        if self.warmup_steps < 0 or self.validate_every < 0:
+            raise ValueError("--warmup-steps and --validate-every must be 0 or more, not "
+                             f"{self.warmup_steps} and {self.validate_every}")
+        if not self.out_dir.strip():
+            raise ValueError("--out-dir is empty; give a folder (it is created if missing)")
         if self.num_workers < 0:
             raise ValueError(f"--num-workers must be 0 or more, not {self.num_workers}")
         if self.log_to not in LOG_SINKS:
@@ -94,7 +111,6 @@ class TrainConfig:
         if self.latents and self.control_image == "masked_object":
             raise ValueError("the masked_object control image is made from the image, which precomputed --latents "
                              "do not keep; train it without --latents")
-        self.model_config()  # a variant the architecture cannot take fails here, before any work
 
     def model_config(self) -> ModelConfig:
         """The preset with this run's variant applied."""
@@ -106,6 +122,12 @@ class TrainConfig:
 
 
 LOG_SINKS = ("", "tensorboard")
+# The float options' ranges (inputs.range_problem: NaN and infinity are refused too). An EMA decay of 1
+# would never move; a negative clipping norm flips the gradients; a negative learning rate climbs the loss.
+NUMBER_RANGES = {"learning_rate": {"above": 0}, "weight_decay": {"at_least": 0}, "max_grad_norm": {"above": 0},
+                 "ema_decay": {"at_least": 0, "below": 1}, "empty_prompt_probability": {"at_least": 0, "at_most": 1},
+                 "kl_weight": {"at_least": 0}}
+MAX_RESOLUTION = 2048  # training crops: at most photo.MAX_RESOLUTION, the largest size sampling takes
 
 # What a resumed run may set anew: when to log, checkpoint and validate, how long to run, how the data
 # is read (not which data), how much memory the backward pass takes. Every other field decides the
