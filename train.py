@@ -122,7 +122,8 @@ def run(argv: list[str] | None) -> int:
             print(json.dumps(benchmark(config, steps=modes["benchmark"])))
             return 0
         if modes["precompute_latents"]:
-            check_output_folder(config.latents or "", "--latents")
+            if config.latents:  # without it, precompute says what is missing
+                check_output_folder(config.latents, "--latents")
             summary = precompute(config, epochs=modes["precompute_latents"])
             if summary:
                 print(json.dumps(summary))

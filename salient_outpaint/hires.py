@@ -18,7 +18,7 @@ encode and decode of the large image in tiles.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -27,7 +27,7 @@ from .composite import composite
 from .modules.models import dtype_of
 from .modules.text import encode_prompts
 from .options import OptionError, SamplingOptions
-from .pipeline import OutpaintPipeline, controlnet_steps
+from .pipeline import OutpaintPipeline, step_plans
 from .sampling import SAMPLERS
 from .sampling.schedule import add_noise, part_way_timesteps
 from .tiles import scaled, tiled
@@ -106,8 +106,9 @@ def refine(pipeline: OutpaintPipeline, generated: torch.Tensor, working_mask: to
     copies = len(prompts)
     sampler = SAMPLERS[options.sampler]
     timesteps = part_way_timesteps(sampler.timesteps(options.steps, len(pipeline.alphas_cumprod)), hires.hires_strength)
-    window = controlnet_steps(timesteps, options.control_start, options.control_end)  # over the run, as diffusers
-    controlled = {t for t, active in zip(timesteps, window) if active}
+    # The ControlNet's window and guidance's end over the part-way run, as diffusers; every step whole: a
+    # tile's denoiser is made anew at each step, so there are no deep features of a last step to reuse.
+    plans = step_plans(timesteps, replace(options, cache_interval=1))
     noise = torch.randn(latents.shape, generator=generator).to(device)
     latents = add_noise(latents, noise, torch.tensor(timesteps[:1]), pipeline.alphas_cumprod)
 
@@ -116,7 +117,7 @@ def refine(pipeline: OutpaintPipeline, generated: torch.Tensor, working_mask: to
             pixels = (scaled(rows, factor), scaled(columns, factor))
             denoiser = pipeline.denoiser(mask_latent[..., rows, columns].expand(copies, -1, -1, -1),
                                          masked_latents[..., rows, columns].expand(copies, -1, -1, -1), context,
-                                         control[(..., *pixels)].expand(copies, -1, -1, -1), options, controlled)
+                                         control[(..., *pixels)].expand(copies, -1, -1, -1), options, plans)
             return denoiser(x[..., rows, columns], timestep)
 
         return tiled(tile, latent_height, latent_width, native, overlap)

@@ -30,6 +30,7 @@ import train as train_cli
 from salient_outpaint import batch, outputs
 from salient_outpaint.config import TOY
 from salient_outpaint.data import pack
+from salient_outpaint.data.captions.command import main as captions_main
 from salient_outpaint.data.images import check_pixels, load_image
 from salient_outpaint.evaluation.run import write_toy_manifest
 from salient_outpaint.files import TEMPORARY_SUFFIX
@@ -72,6 +73,17 @@ def manifest(root: Path, name: str, lines: list, encoding: str = "utf-8") -> str
     return str(root / name)
 
 
+def dataset(root: Path) -> Path:
+    """A salient-object folder in DUTS's layout (the captions tool's input): two photos, their masks."""
+    for folder in ("DUTS-TR-Image", "DUTS-TR-Mask"):
+        (root / "dataset" / folder).mkdir(parents=True, exist_ok=True)
+    for name in ("p0", "p1"):
+        Image.new("RGB", (16, 16), (200, 10, 10)).save(root / "dataset" / "DUTS-TR-Image" / f"{name}.jpg")
+        Image.new("L", (16, 16), 255).save(root / "dataset" / "DUTS-TR-Mask" / f"{name}.png")
+    (root / "coca.pt").write_bytes(b"weights")
+    return root / "dataset"
+
+
 def fingerprints(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
     return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
             for path in sorted(root.rglob("*")) if path.is_file() and not path.relative_to(root).parts[0] in skip}
@@ -83,7 +95,7 @@ def stub_model(monkeypatch, fail: Callable[[int], None] | None = None):
     """sample.py without its networks: grey results; `fail(call_number)` may raise."""
     calls = []
 
-    def fake_outpaint(pipeline, image, mask, prompt, negative_prompt, num_images, *args):
+    def fake_outpaint(pipeline, image, mask, prompt, negative_prompt, num_images, *args, **kwargs):
         calls.append(prompt)
         if fail:
             fail(len(calls))
@@ -133,7 +145,7 @@ def read_only_disk(monkeypatch):
 @dataclass
 class Row:
     id: str
-    tool: str  # sample, evaluate, train, make-masks, shards
+    tool: str  # sample, evaluate, train, make-masks, shards, captions
     argv: Callable[[Path], list[str]]  # from the world's root
     code: int
     message: str  # a piece of the one-line message
@@ -259,6 +271,30 @@ ROWS = [
     Row("make-masks: a bad image, the others are done", "make-masks",
         lambda root: ["make-masks", f"{root}/scenes", f"{root}/out", "--segmenter", "colour"], 1,
         "skipped", kept=("s0.png",)),
+    # the flags of faster sampling (issue 22) and of --hires (issue 23)
+    *[Row(f"sample: {flag} {value}", "sample", lambda root, flag=flag, value=value: [flag, value], 2, message)
+      for flag, value, message in (("--guidance-end", "1.5", "--guidance-end must be in [0, 1]"),
+                                   ("--guidance-end", "nan", "--guidance-end must be in [0, 1]"),
+                                   ("--cache-interval", "0", "--cache-interval must be at least 1"),
+                                   ("--hires-size", "100", "--hires-size must be a positive multiple of 8"),
+                                   ("--hires-strength", "0", "--hires-strength must be in (0, 1]"),
+                                   ("--hires-strength", "nan", "--hires-strength must be in (0, 1]"))],
+    Row("evaluate: --guidance-end nan", "evaluate",
+        lambda root: ["--toy", "2", "--generate", "--guidance-end", "nan", "--out", f"{root}/out"], 2,
+        "--guidance-end must be in [0, 1]"),
+    # the captions tool (issue 25)
+    Row("captions: --out is one of the photos", "captions",
+        lambda root: [str(dataset(root)), "--out", f"{root}/dataset/DUTS-TR-Image/p0.jpg",
+                      "--weights", f"{root}/coca.pt"], 2, "would overwrite the input"),
+    Row("captions: --out a folder", "captions",
+        lambda root: [str(dataset(root)), "--out", f"{root}/photos", "--weights", f"{root}/coca.pt"], 2,
+        "is a folder"),
+    Row("captions: the weights file is missing", "captions",
+        lambda root: [str(dataset(root)), "--out", f"{root}/out/captions.jsonl", "--weights", f"{root}/none.pt"],
+        2, "--weights FILE"),
+    Row("captions: ROOT holds no dataset", "captions",
+        lambda root: [f"{root}/masks", "--out", f"{root}/out/captions.jsonl", "--weights", f"{root}/coca.pt"], 2,
+        "masks"),
     # shards pack
     Row("shards pack: --out a file", "shards", lambda root: ["pack", "--data", "toy:2", "--out", f"{root}/a_file"],
         2, "is a file"),
@@ -268,7 +304,7 @@ ROWS = [
 def run_tool(tool: str, argv: list[str]) -> int:
     """The tool's main in-process; a SystemExit (argparse, make-masks' parser.exit) gives its code."""
     main = {"sample": sample_cli.main, "evaluate": evaluate_cli.main, "train": train_cli.main,
-            "make-masks": make_masks.main, "shards": pack.main}[tool]
+            "make-masks": make_masks.main, "shards": pack.main, "captions": captions_main}[tool]
     try:
         return main(argv)
     except SystemExit as exit_:

@@ -184,7 +184,7 @@ def test_an_unreadable_image_is_reported_on_one_line_and_left_out(tmp_path, caps
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--beams", "4", "--beam-groups", "3"], "--beams 4 cannot be split into --beam-groups 3"),
     (["--max-length", "3"], "--max-length must exceed 5 tokens"),
-    (["--repetition-penalty", "0"], "--repetition-penalty must be positive"),
+    (["--repetition-penalty", "0"], "--repetition-penalty must be a finite number > 0"),
     (["--model", "ViT-B-32"], "is not an open_clip CoCa model"),
     (["--max-length", "80"], "at most 76 tokens"),
     (["--prefix", "a " * 40], "leaves no room"),

@@ -218,7 +218,8 @@ def cli(folder, toy_folder, *extra):
 
 def test_sample_cli_writes_images_and_a_grid(tmp_path, toy_folder):
     assert cli(tmp_path, toy_folder) == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["object_0.png", "object_1.png", "object_grid.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["object_0.png", "object_1.png", "object_grid.png",
+                                                                    "settings.json"]
 
 
 def error_line(capsys) -> str:

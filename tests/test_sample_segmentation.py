@@ -29,7 +29,7 @@ def test_a_bare_photo_is_segmented_and_the_mask_used_is_written(tmp_path, capsys
                             "--sampler", "unipc", "--out", str(tmp_path / "out")])
     assert code == 0, capsys.readouterr().err
     written = sorted(path.name for path in (tmp_path / "out").iterdir())
-    assert written == ["photo_0.png", "photo_grid.png", "photo_mask.png"]
+    assert written == ["photo_0.png", "photo_grid.png", "photo_mask.png", "settings.json"]
     used = load_mask(tmp_path / "out" / "photo_mask.png")
     assert set(used.unique().tolist()) == {0.0, 1.0}  # --mask-grow makes it binary
     assert (used.bool() & truth.bool()).sum() == truth.sum()  # the whole object, grown by a pixel

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ...inputs import flag
+from ...outputs import check_spares_inputs, ends_in_one_line
 from ..layouts import dataset_images
 from .coca import DEFAULT_MODEL, CocaCaptioner, load_coca
 from .decoding import Decoding
@@ -60,6 +61,10 @@ def check(captions: Path, root: Path) -> int:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    return ends_in_one_line(lambda: run(args))  # Ctrl-C, a full disk: one line; a rerun carries on
+
+
+def run(args) -> int:
     try:
         if args.check is not None:
             return check(args.check, args.root)
@@ -67,7 +72,10 @@ def main(argv=None) -> int:
             if getattr(args, name) is None:
                 raise ValueError(f"give {flag(name)} FILE (or --check CAPTIONS to check a captions file)")
         check_batch_size(args.batch_size)
-        dataset_images(args.root)  # a wrong folder is refused before the model loads
+        _, images = dataset_images(args.root)  # a wrong folder is refused before the model loads
+        if args.out.is_dir():
+            raise ValueError(f"--out {args.out} is a folder; give the captions file to write (e.g. captions.jsonl)")
+        check_spares_inputs([args.out], images)  # never write captions over one of the photos
         decoding = Decoding(beams=args.beams, beam_groups=args.beam_groups, max_length=args.max_length,
                             repetition_penalty=args.repetition_penalty)
         model, preprocess, tokenizer = load_coca(args.model, args.weights, torch.device(args.device))

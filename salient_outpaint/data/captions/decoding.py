@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ...inputs import range_problem
+
 # The text decoder's next-token logits: (N, L) tokens -> (N, V) scores for token L + 1.
 NextTokenScores = Callable[[torch.Tensor], torch.Tensor]
 FROZEN_SCORE = -1e9  # open_clip's start score of every beam but the first of each group
@@ -51,8 +53,9 @@ class Decoding:
         if not 1 <= self.min_length < self.max_length:
             raise ValueError(f"--max-length must exceed {self.min_length} tokens (the minimum length, start "
                              f"token included), not {self.max_length}")
-        if not self.repetition_penalty > 0:
-            raise ValueError(f"--repetition-penalty must be positive (1 = off), not {self.repetition_penalty}")
+        problem = range_problem(self.repetition_penalty, above=0)
+        if problem:
+            raise ValueError(f"--repetition-penalty must {problem} (1 = off), got {self.repetition_penalty}")
 
 
 def processed_scores(tokens: torch.Tensor, scores: torch.Tensor, decoding: Decoding, stop: int) -> torch.Tensor:
