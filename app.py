@@ -15,7 +15,7 @@ import sys
 
 from salient_outpaint.app.service import OutpaintService
 from salient_outpaint.app.memory import DEFAULT_FRACTION, FULL_SIZE_WORK, GIB, machine_memory
-from salient_outpaint.data.images import DEFAULT_MAX_PIXELS
+from salient_outpaint.data.images import DEFAULT_MAX_PIXELS, check_max_pixels
 from salient_outpaint.checkpoints import CheckpointError
 from salient_outpaint.config import PRESETS
 from salient_outpaint.device import check_device, default_device
@@ -67,8 +67,7 @@ def main(argv=None) -> int:
         return 2
     segmenter = args.segmenter or ("colour" if not args.checkpoint else "inspyrenet" if args.mask_weights else None)
     try:
-        if args.max_pixels < 1:
-            raise ValueError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+        check_max_pixels(args.max_pixels)
         if args.max_memory is not None:
             check_number("--max-memory", args.max_memory, above=0)
         hires = hires_options(args)

@@ -38,16 +38,15 @@ from salient_outpaint.batch import (input_files, jobs_from_images, jobs_from_man
                                     run_batch)
 from salient_outpaint.checkpoints import CheckpointError
 from salient_outpaint.config import PRESETS
-from salient_outpaint.data.images import DEFAULT_MAX_PIXELS
+from salient_outpaint.data.images import DEFAULT_MAX_PIXELS, check_max_pixels
 from salient_outpaint.device import check_device, default_device
 from salient_outpaint.hires import HiresOptions, add_hires_arguments, hires_options
-from salient_outpaint.inputs import MAX_SEED
+from salient_outpaint.inputs import MAX_RESOLUTION, MAX_SEED
 from salient_outpaint.loading import REPOSITORY, TOY_EXAMPLE, TOY_WEIGHTS, load_models
 from salient_outpaint.modules.models import compile_models
 from salient_outpaint.options import SAMPLING_PRESETS, OptionError, SamplingOptions, add_speed_arguments, preset_with
 from salient_outpaint.output_settings import weights_fingerprint
 from salient_outpaint.outputs import check_output_folder, check_spares_inputs, ends_in_one_line
-from salient_outpaint.photo import MAX_RESOLUTION
 from salient_outpaint.pipeline import OutpaintPipeline
 from salient_outpaint.precision import add_dtype_argument, default_dtype
 from salient_outpaint.sampling import SAMPLERS
@@ -171,8 +170,7 @@ def check_args(args) -> None:
         raise ValueError(f"--seed must be in [0, 2**63 - 1], got {args.seed}")
     if args.resolution is not None and not (8 <= args.resolution <= MAX_RESOLUTION and args.resolution % 8 == 0):
         raise ValueError(f"--resolution must be a multiple of 8 from 8 to {MAX_RESOLUTION}, got {args.resolution}")
-    if args.max_pixels < 1:
-        raise ValueError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+    check_max_pixels(args.max_pixels)
     if args.mask_weights and not Path(args.mask_weights).is_file():
         raise FileNotFoundError(f"--mask-weights {args.mask_weights} is not a file")
     if args.inputs and (args.image or args.mask or args.prompt):

@@ -8,6 +8,10 @@ from __future__ import annotations
 import math
 
 MAX_SEED = 2 ** 63 - 1  # the seeds every tool takes: [0, MAX_SEED]
+# The largest --resolution, for sampling and training alike: 4x SD2's training side, 16x its pixels. Past
+# it a photo's work would take many times the memory and hours on most machines, and the model, trained
+# at 512, repeats itself.
+MAX_RESOLUTION = 2048
 
 
 def flag(field: str) -> str:

@@ -24,11 +24,6 @@ from .options import SamplingOptions
 from .pipeline import OutpaintPipeline
 
 
-# The largest --resolution: 4x SD2's training side; 16x its pixels. Past it a photo's work would take
-# many times the memory and hours on most machines, and the model, trained at 512, repeats itself.
-MAX_RESOLUTION = 2048
-
-
 def working_size(height: int, width: int, area_side: int) -> tuple[int, int]:
     """(h, w) with about area_side^2 pixels and the aspect ratio of (height, width); sides are
     multiples of 8 (the latent grid of SD's VAE) and at least 8."""
@@ -53,7 +48,7 @@ def outpaint_photo(pipeline: OutpaintPipeline, image: torch.Tensor, object_mask:
     -> (num_images, 3, H, W) in [-1, 1] with the object composited back, or with `raw` the model's
     own output at the working size (num_images, 3, h, w).
 
-    `resolution` (default: the model's training size, config.image_size, at most MAX_RESOLUTION) sets the
+    `resolution` (default: the model's training size, config.image_size, at most inputs.MAX_RESOLUTION) sets the
     working area. With `hires`, the result is painted again in tiles toward the photo's size first
     (hires.py). The full-size work is done image by image (composite.py)."""
     generated, working_mask = paint(pipeline, image, object_mask, prompt, negative_prompt, num_images, options,

@@ -67,6 +67,12 @@ def upright_size(file: Image.Image) -> tuple[int, int]:
     return (height, width) if file.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8) else (width, height)
 
 
+def check_max_pixels(max_pixels: int) -> None:
+    """The --max-pixels flag (sample.py, app.py): at least one pixel."""
+    if max_pixels < 1:
+        raise ValueError(f"--max-pixels must be at least 1, got {max_pixels}")
+
+
 def check_pixels(path: str | Path, what: str, max_pixels: int, allowed_by: str = "--max-pixels") -> None:
     """Refuse an image file with more than `max_pixels` pixels from its header alone, before anything is
     decoded (a 13000 x 13000 PNG of half a megabyte decodes to gigabytes). A file that is not an image

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from ..config import PRESETS, ModelConfig, variant
-from ..inputs import check_number, flag
+from ..inputs import MAX_RESOLUTION, check_number, flag
 from ..precision import DTYPES, resolve_dtype
 
 STAGES = ("vae", "unet", "controlnet")
@@ -127,7 +127,6 @@ LOG_SINKS = ("", "tensorboard")
 NUMBER_RANGES = {"learning_rate": {"above": 0}, "weight_decay": {"at_least": 0}, "max_grad_norm": {"above": 0},
                  "ema_decay": {"at_least": 0, "below": 1}, "empty_prompt_probability": {"at_least": 0, "at_most": 1},
                  "kl_weight": {"at_least": 0}}
-MAX_RESOLUTION = 2048  # training crops: at most photo.MAX_RESOLUTION, the largest size sampling takes
 
 # What a resumed run may set anew: when to log, checkpoint and validate, how long to run, how the data
 # is read (not which data), how much memory the backward pass takes. Every other field decides the
