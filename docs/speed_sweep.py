@@ -36,26 +36,44 @@ from salient_outpaint.segmentation.colour import ColourSegmenter  # noqa: E402
 AUTHORS = SAMPLING_PRESETS["authors"]
 UNIPC = dict(sampler="unipc", guidance=AUTHORS.guidance, control_scale=AUTHORS.control_scale)
 REFERENCE = SamplingOptions(steps=50, **UNIPC)
-GRID = {  # the bound-meeting candidates first (FLOPs <= 0.30 x authors), then one for context
+GRID = {  # listed before the 50-scene run: every row but "10 steps" meets FLOPs <= 0.30 x authors
     "authors": AUTHORS,
-    "10, cache 4, reuse guidance": SamplingOptions(steps=10, cache_interval=4, reuse_guidance=True, **UNIPC),
-    "12, cache 4, reuse guidance": SamplingOptions(steps=12, cache_interval=4, reuse_guidance=True, **UNIPC),
+    "10 steps": SamplingOptions(steps=10, **UNIPC),
     "10, cache 3, reuse guidance, guidance to 0.9": SamplingOptions(steps=10, cache_interval=3, reuse_guidance=True,
                                                                     guidance_end=0.9, **UNIPC),
-    "10 steps": SamplingOptions(steps=10, **UNIPC),
+    "10, cache 3, reuse guidance, guidance to 0.8": SamplingOptions(steps=10, cache_interval=3, reuse_guidance=True,
+                                                                    guidance_end=0.8, **UNIPC),
+    "10, cache 4, reuse guidance": SamplingOptions(steps=10, cache_interval=4, reuse_guidance=True, **UNIPC),
+    "11, cache 4, reuse guidance": SamplingOptions(steps=11, cache_interval=4, reuse_guidance=True, **UNIPC),
+    "11, cache 4, reuse guidance, guidance to 0.9": SamplingOptions(steps=11, cache_interval=4, reuse_guidance=True,
+                                                                    guidance_end=0.9, **UNIPC),
+    "12, cache 4, reuse guidance": SamplingOptions(steps=12, cache_interval=4, reuse_guidance=True, **UNIPC),
+    "12, cache 5, reuse guidance": SamplingOptions(steps=12, cache_interval=5, reuse_guidance=True, **UNIPC),
+    "10, cache 2, reuse guidance, guidance to 0.3": SamplingOptions(steps=10, cache_interval=2, reuse_guidance=True,
+                                                                    guidance_end=0.3, **UNIPC),
+}
+FAST_BASE = dict(steps=10, cache_interval=3, reuse_guidance=True, guidance_end=0.9, sampler="unipc")
+GRID_ROUND_2 = {  # listed after round 1 (no setting within 3 points of authors' background), before running
+    "10, cache 3, reuse guidance, guidance to 0.9, guidance 9": SamplingOptions(guidance=9.0, control_scale=1.0,
+                                                                                **FAST_BASE),
+    "10, cache 3, reuse guidance, guidance to 0.9, guidance 6": SamplingOptions(guidance=6.0, control_scale=1.0,
+                                                                                **FAST_BASE),
+    "10, cache 3, reuse guidance, guidance to 0.9, control to 0.8": SamplingOptions(
+        guidance=AUTHORS.guidance, control_scale=1.0, control_end=0.8, **FAST_BASE),
+    "10, cache 3, reuse guidance, guidance to 0.9, guidance 9, control to 0.8": SamplingOptions(
+        guidance=9.0, control_scale=1.0, control_end=0.8, **FAST_BASE),
 }
 
 
 def settings(names: list[str]) -> dict[str, SamplingOptions]:
-    known = {**GRID, **{name: options for name, options in SAMPLING_PRESETS.items()}}
+    known = {**GRID, **GRID_ROUND_2, **{name: options for name, options in SAMPLING_PRESETS.items()}}
     return {name: known[name] for name in names}
 
 
 def generate_once(pipeline, inputs, folder: Path, num_images: int, options: SamplingOptions) -> None:
-    """The images of a setting, unless a run of this sweep made them all already (the noise is the same)."""
-    if all(len(run.sample_files(folder, item.id)) == num_images for item in inputs):
-        return
-    run.generate(pipeline, inputs, folder, num_images, options, seed=0)
+    """The images of a setting, unless a run of this sweep made them already with these options."""
+    run.generate(pipeline, inputs, folder, num_images, options, seed=0,
+                 settings={"sweep": "toy", "sampling": asdict(options)})
 
 
 def fidelity(folder: Path, reference: Path, inputs) -> dict[str, float]:

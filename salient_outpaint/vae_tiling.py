@@ -6,10 +6,11 @@ maps at once (its input, the normalised input, the activation, the convolution's
 
 Exact, at or below the native size (`decode_in_strips`): the middle block runs whole (at the latent
 size it is small, and its attention sees every pixel), the up blocks layer by layer in horizontal
-strips. Every operation but GroupNorm is local (3x3 convolutions: one row of context each side), so a
-strip with one row of halo gives the same rows as the whole map; GroupNorm's statistics are taken over
-the whole map first (in float64), then applied strip by strip. What is held at once: one block's
-input and output maps, and one strip's temporaries.
+strips, one image at a time. Every operation but GroupNorm is local (3x3 convolutions: one row of
+context each side), so a strip with one row of halo gives the same rows as the whole map; GroupNorm's
+statistics are taken over the whole map first (in float64), then applied strip by strip as one scale
+and shift per channel. What is held at once: a residual block's input map (its output is written over
+it), its hidden map, and one strip's temporaries.
 
 Approximate, above it (`decode_tiled`, `encode_tiled`, used by --hires): overlapping tiles of the
 native size, blended with smooth weights (tiles.py); each tile's GroupNorm sees its own statistics, so
@@ -24,8 +25,8 @@ from .modules.layers import ResnetBlock
 from .modules.vae import AutoencoderKL, VAEBlock
 from .tiles import scaled, tiled
 
-STRIP_PIXELS = 2 ** 15  # pixels (rows x columns) per strip at an up block's resolution: 64 rows of 512 at 512 px
-STATISTICS_CHUNK = 2 ** 16  # values per group summed at once in float64
+STRIP_PIXELS = 2 ** 14  # pixels (rows x columns) per strip at an up block's resolution: 32 rows of 512 at 512 px
+STATISTICS_CHUNK = 2 ** 14  # values per group summed at once in float64
 HALO = 1  # rows of context each 3x3 convolution needs on each side
 
 
@@ -39,21 +40,27 @@ def group_statistics(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.
     return mean, squares / grouped.shape[-1]
 
 
-def normalise(x: torch.Tensor, norm: torch.nn.GroupNorm, statistics: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """GroupNorm of a strip of a map with the whole map's (mean, variance)."""
-    mean, variance = statistics
-    batch, channels = x.shape[:2]
-    grouped = x.reshape(batch, norm.num_groups, -1)
-    scale = (variance + norm.eps).rsqrt().to(x.dtype)[..., None]
-    normalised = ((grouped - mean.to(x.dtype)[..., None]) * scale).reshape(x.shape)
-    return normalised * norm.weight[:, None, None] + norm.bias[:, None, None]
+def affine(norm: torch.nn.GroupNorm, statistics: tuple[torch.Tensor, torch.Tensor],
+           dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """GroupNorm with the whole map's (mean, variance) as one scale and shift per channel, each (C, 1, 1):
+    (x - mean) / std * weight + bias = x * scale + shift. Batch 1 (the decode runs image by image)."""
+    mean, variance = (value[0].repeat_interleave(norm.num_channels // norm.num_groups) for value in statistics)
+    scale = (variance + norm.eps).rsqrt() * norm.weight.double()
+    shift = norm.bias.double() - mean * scale
+    return scale.to(dtype)[:, None, None], shift.to(dtype)[:, None, None]
+
+
+def activated(strip: torch.Tensor, scale_shift: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """silu(GroupNorm(strip)) in one new tensor the size of the strip."""
+    scale, shift = scale_shift
+    return F.silu(torch.addcmul(shift, strip, scale), inplace=True)
 
 
 def in_strips(function, inputs: list[torch.Tensor], out_channels: int, scale: int = 1) -> torch.Tensor:
-    """function(*strips) on horizontal strips of `inputs` (each (B, C_k, H, W)) with HALO rows of context,
-    -> (B, out_channels, H * scale, W * scale), each strip's halo cropped away."""
-    batch, _, height, width = inputs[0].shape
-    out = inputs[0].new_empty(batch, out_channels, height * scale, width * scale)
+    """function(*strips) on horizontal strips of `inputs` (each (1, C_k, H, W)) with HALO rows of context,
+    -> (1, out_channels, H * scale, W * scale), each strip's halo cropped away."""
+    _, _, height, width = inputs[0].shape
+    out = inputs[0].new_empty(1, out_channels, height * scale, width * scale)
     rows = max(1, STRIP_PIXELS // (width * scale * scale))
     for top in range(0, height, rows):
         bottom = min(height, top + rows)
@@ -64,17 +71,24 @@ def in_strips(function, inputs: list[torch.Tensor], out_channels: int, scale: in
 
 
 def resnet_in_strips(block: ResnetBlock, x: torch.Tensor) -> torch.Tensor:
-    """ResnetBlock.forward without a time embedding, strip by strip (same result up to rounding)."""
-    first = group_statistics(x, block.norm1.num_groups)
-    hidden = in_strips(lambda strip: block.conv1(F.silu(normalise(strip, block.norm1, first))), [x],
-                       block.conv1.out_channels)
-    second = group_statistics(hidden, block.norm2.num_groups)
-
-    def output(x_strip, hidden_strip):
-        shortcut = block.conv_shortcut(x_strip) if hasattr(block, "conv_shortcut") else x_strip
-        return shortcut + block.conv2(F.silu(normalise(hidden_strip, block.norm2, second)))
-
-    return in_strips(output, [x, hidden], block.conv2.out_channels)
+    """ResnetBlock.forward without a time embedding, strip by strip (same result up to rounding), for one
+    image. x is consumed: the output is written over it, in its first out_channels channels, since a strip
+    of the output needs x's rows of that strip alone (the skip is pointwise; the convolution that needs
+    context reads the hidden map)."""
+    first = affine(block.norm1, group_statistics(x, block.norm1.num_groups), x.dtype)
+    hidden = in_strips(lambda strip: block.conv1(activated(strip, first)), [x], block.conv1.out_channels)
+    second = affine(block.norm2, group_statistics(hidden, block.norm2.num_groups), x.dtype)
+    out = x[:, :block.conv2.out_channels]  # (1, C_out, H, W): contiguous, over x's storage
+    height, width = x.shape[-2:]
+    rows = max(1, STRIP_PIXELS // width)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        low, high = max(0, top - HALO), min(height, bottom + HALO)
+        strip = x[:, :, top:bottom]
+        shortcut = block.conv_shortcut(strip) if hasattr(block, "conv_shortcut") else strip
+        residual = block.conv2(activated(hidden[:, :, low:high], second))[:, :, top - low:bottom - low]
+        out[:, :, top:bottom] = shortcut + residual  # rows of x no later strip reads
+    return out
 
 
 def up_block_in_strips(block: VAEBlock, x: torch.Tensor) -> torch.Tensor:
@@ -90,14 +104,18 @@ def up_block_in_strips(block: VAEBlock, x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def decode_in_strips(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
     """Unscaled latents (B, 4, h, w) -> image (B, 3, h * f, w * f): vae.decode's result (within float
-    rounding: 1e-4), holding far less at once."""
-    decoder = vae.decoder
-    x = decoder.mid_block(decoder.conv_in(vae.post_quant_conv(latents)))  # (B, C_last, h, w), whole
-    for block in decoder.up_blocks:
-        x = up_block_in_strips(block, x)
-    statistics = group_statistics(x, decoder.conv_norm_out.num_groups)
-    return in_strips(lambda strip: decoder.conv_out(F.silu(normalise(strip, decoder.conv_norm_out, statistics))),
-                     [x], decoder.conv_out.out_channels)
+    rounding: 1e-4), image by image, holding far less at once."""
+    decoder, factor = vae.decoder, vae.config.downsample_factor
+    images = latents.new_empty(len(latents), decoder.conv_out.out_channels, latents.shape[-2] * factor,
+                               latents.shape[-1] * factor)
+    for index, latent in enumerate(latents.split(1)):
+        x = decoder.mid_block(decoder.conv_in(vae.post_quant_conv(latent)))  # (1, C_last, h, w), whole
+        for block in decoder.up_blocks:
+            x = up_block_in_strips(block, x)
+        last = affine(decoder.conv_norm_out, group_statistics(x, decoder.conv_norm_out.num_groups), x.dtype)
+        images[index] = in_strips(lambda strip: decoder.conv_out(activated(strip, last)), [x],
+                                  decoder.conv_out.out_channels)[0]
+    return images
 
 
 def decode(vae: AutoencoderKL, latents: torch.Tensor, native: int) -> torch.Tensor:

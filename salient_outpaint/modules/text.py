@@ -9,8 +9,10 @@ vocabulary ships inside the package, so nothing is downloaded).
 """
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -64,13 +66,24 @@ class TextEncoder(nn.Module):
         return self.ln_final(x)
 
 
+def open_clip_tokenizer():
+    """open_clip's tokenizer module, loaded from its file alone. `import open_clip.tokenizer` would first
+    run the package's __init__, which imports its model zoo (torchvision's models: about 150 MiB and 1.5 s
+    of every run) that the tokenizer never uses; the file imports nothing of its own package."""
+    package = importlib.util.find_spec("open_clip")
+    if package is None or package.origin is None:
+        raise ImportError("open_clip is not installed: pip install open-clip-torch")
+    spec = importlib.util.spec_from_file_location("_open_clip_tokenizer", Path(package.origin).parent / "tokenizer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class Tokenizer:
     """open_clip's BPE tokenizer; warns when a prompt is cut to fit the context."""
 
     def __init__(self, context_length: int = 77):
-        import open_clip.tokenizer
-
-        self.bpe = open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
+        self.bpe = open_clip_tokenizer().SimpleTokenizer(context_length=context_length)
         self.context_length = context_length
 
     def __call__(self, prompts: list[str]) -> torch.Tensor:
