@@ -74,13 +74,18 @@ def composite(generated: torch.Tensor, working_mask: torch.Tensor, image: torch.
     One image at a time: at 40 megapixels a float image is 480 MB, and the background of eight at once,
     with their temporaries, would take gigabytes. lerp gives the photo's pixel exactly where the weight
     is 1 and the background's where it is 0."""
-    known = 1 - object_region(working_mask[None])  # (1, 1, h, w)
     weight = edge_weight(object_mask, feather)  # (1, H, W)
     out = torch.empty(len(generated), *image.shape, dtype=image.dtype)
     for index, one in enumerate(generated):
-        background = fill_around(one[None], known) if known.any() else one[None]  # (1, 3, h, w)
-        if tuple(background.shape[-2:]) != tuple(image.shape[-2:]):
-            background = F.interpolate(background, size=tuple(image.shape[-2:]), mode="bicubic",
-                                       align_corners=False).clamp(-1, 1)  # (1, 3, H, W)
-        torch.lerp(background[0], image, weight, out=out[index])
+        torch.lerp(background(one[None], working_mask, tuple(image.shape[-2:]))[0], image, weight, out=out[index])
     return out
+
+
+def background(generated: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """generated (N, 3, h, w) with its object mask (1, h, w) -> (N, 3, *size): the background alone, the
+    object and its rim filled from around them (fill_around), resized bicubically if size is another."""
+    known = 1 - object_region(mask[None])  # (1, 1, h, w)
+    filled = fill_around(generated, known) if known.any() else generated
+    if tuple(filled.shape[-2:]) == tuple(size):
+        return filled
+    return F.interpolate(filled, size=size, mode="bicubic", align_corners=False).clamp(-1, 1)

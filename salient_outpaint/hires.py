@@ -9,7 +9,18 @@ After the working-size result (photo.py), at a size toward the photo's (its long
     x_t --(SI2 + ControlNet in overlapping tiles of the model's native size, every step: each tile gets
         its crop of x_t, the mask latent, the masked-image latents and the control image; the tiles'
         predictions are averaged with smooth weights (MultiDiffusion, tiles.py))--> latents
-    latents --(VAE decoder, tiles)--> (N, 3, H', W'), then the full-size composite with the photo's mask.
+    latents --(VAE decoder, tiles)--> painted (N, 3, H', W')
+    painted's background (object filled from around it) + lowpass(init's background - painted's) --> result
+    then the full-size composite with the photo's mask.
+
+The tiles are asked for detail, not for a new layout: a tile sees a few native-size windows of an
+enlarged picture and repaints them as a picture of that size would look (a sky's gradient restarted in
+every tile, a glow where the enlarged object's edge looks like a small object's), so what survives a
+resize back to the working size (the lowpass: area down to the working size, bicubic up) is taken from
+the working-size result, and only what is finer from the tiles. This is the colour fix of super-
+resolution by diffusion (StableSR's wavelet / AdaIN correction) in its plainest form; the object and its
+rim are left out of both sides, so neither the photo's object nor the model's rendition of it bleeds
+into the background.
 
 A tile with no object in it, or nothing but object, is just another input to the U-Net (the refusals
 of empty and full masks are about the whole photo, made before the working-size run). The cost: the
@@ -21,9 +32,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 
 from . import conditioning
-from .composite import composite
+from .composite import background, composite
 from .modules.models import dtype_of
 from .modules.text import encode_prompts
 from .options import OptionError, SamplingOptions
@@ -124,5 +136,21 @@ def refine(pipeline: OutpaintPipeline, generated: torch.Tensor, working_mask: to
 
     latents = sampler.sample(denoise, latents, timesteps, pipeline.alphas_cumprod, config.schedule.prediction_type,
                              eta=options.eta, generator=generator, progress=progress)
-    return decode(vae, (latents / scale).to(dtype_of(vae)), native).float().clamp(-1, 1).cpu()
+    painted = decode(vae, (latents / scale).to(dtype_of(vae)), native).float().clamp(-1, 1).cpu()
+    return keep_layout(painted, background(generated, working_mask, size), object_mask, generated.shape[-2:])
+
+
+def lowpass(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """What of (N, C, H, W) survives a resize to `size`: area down, bicubic back up to (H, W)."""
+    return F.interpolate(F.interpolate(images, size=size, mode="area"), size=images.shape[-2:], mode="bicubic",
+                         align_corners=False)
+
+
+def keep_layout(painted: torch.Tensor, upscaled: torch.Tensor, object_mask: torch.Tensor,
+                working: tuple[int, int]) -> torch.Tensor:
+    """painted (N, 3, H', W') by the tiles, upscaled (N, 3, H', W') the working-size result's background
+    resized, object_mask (1, H', W') -> painted's detail on upscaled's layout and colours: painted's
+    background (its object and rim filled from around) with the lowpass at the working size replaced."""
+    painted = background(painted, object_mask, tuple(painted.shape[-2:]))
+    return (painted + lowpass(upscaled - painted, working)).clamp(-1, 1)
 
