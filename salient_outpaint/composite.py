@@ -37,10 +37,10 @@ def fill_around(images: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     return torch.where(known > 0, images, pushed)
 
 
-def object_region(working_mask: torch.Tensor) -> torch.Tensor:
-    """(1, 1, h, w): where the generated image may show the object at the working size: every pixel the
-    (resized, soft) mask touches, and one more around it for the VAE's soft rendition of the edge."""
-    return dilate((working_mask > 0).float(), 1)
+def object_region(working_mask: torch.Tensor, rim: int = 1) -> torch.Tensor:
+    """(1, 1, h, w): where the generated image may show the object: every pixel the (resized, soft) mask
+    touches, and `rim` more around it for the VAE's soft rendition of the edge."""
+    return dilate((working_mask > 0).float(), rim)
 
 
 def edge_weight(object_mask: torch.Tensor, feather: int) -> torch.Tensor:
@@ -67,24 +67,26 @@ def edge_weight(object_mask: torch.Tensor, feather: int) -> torch.Tensor:
 
 
 def composite(generated: torch.Tensor, working_mask: torch.Tensor, image: torch.Tensor, object_mask: torch.Tensor,
-              feather: int) -> torch.Tensor:
+              feather: int, weight: torch.Tensor | None = None) -> torch.Tensor:
     """generated (N, 3, h, w) at the working size with its mask (1, h, w); image (3, H, W) in [-1, 1] and
     its object mask (1, H, W) -> (N, 3, H, W): the photo's object over the generated background.
+    `weight`: edge_weight(object_mask, feather), when the caller composites the same photo image by image.
 
     One image at a time: at 40 megapixels a float image is 480 MB, and the background of eight at once,
     with their temporaries, would take gigabytes. lerp gives the photo's pixel exactly where the weight
     is 1 and the background's where it is 0."""
-    weight = edge_weight(object_mask, feather)  # (1, H, W)
+    weight = edge_weight(object_mask, feather) if weight is None else weight  # (1, H, W)
     out = torch.empty(len(generated), *image.shape, dtype=image.dtype)
     for index, one in enumerate(generated):
         torch.lerp(background(one[None], working_mask, tuple(image.shape[-2:]))[0], image, weight, out=out[index])
     return out
 
 
-def background(generated: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def background(generated: torch.Tensor, mask: torch.Tensor, size: tuple[int, int], rim: int = 1) -> torch.Tensor:
     """generated (N, 3, h, w) with its object mask (1, h, w) -> (N, 3, *size): the background alone, the
-    object and its rim filled from around them (fill_around), resized bicubically if size is another."""
-    known = 1 - object_region(mask[None])  # (1, 1, h, w)
+    object and `rim` pixels around it filled from around them (fill_around), resized bicubically if size
+    is another."""
+    known = 1 - object_region(mask[None], rim)  # (1, 1, h, w)
     filled = fill_around(generated, known) if known.any() else generated
     if tuple(filled.shape[-2:]) == tuple(size):
         return filled

@@ -29,6 +29,7 @@ encode and decode of the large image in tiles.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -150,7 +151,9 @@ def keep_layout(painted: torch.Tensor, upscaled: torch.Tensor, object_mask: torc
                 working: tuple[int, int]) -> torch.Tensor:
     """painted (N, 3, H', W') by the tiles, upscaled (N, 3, H', W') the working-size result's background
     resized, object_mask (1, H', W') -> painted's detail on upscaled's layout and colours: painted's
-    background (its object and rim filled from around) with the lowpass at the working size replaced."""
-    painted = background(painted, object_mask, tuple(painted.shape[-2:]))
+    background with the lowpass at the working size replaced. Its object is filled from around, with a
+    rim of one working-size pixel: the tiles' rendition of the enlarged object's edge."""
+    rim = math.ceil(max(painted.shape[-2] / working[0], painted.shape[-1] / working[1]))
+    painted = background(painted, object_mask, tuple(painted.shape[-2:]), rim)
     return (painted + lowpass(upscaled - painted, working)).clamp(-1, 1)
 

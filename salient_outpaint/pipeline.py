@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import conditioning
+from . import conditioning, heap
 from .data.masks import binarize, feathered_paste
 from .inputs import InputError, check_mask_size
 from .modules.models import Models, dtype_of
@@ -191,6 +191,7 @@ class OutpaintPipeline:
                                 step_plans(timesteps, options))
         latents = sampler.sample(denoise, latents, timesteps, self.alphas_cumprod, config.schedule.prediction_type,
                                  eta=options.eta, generator=generator, progress=progress)
+        heap.trim()  # the denoising loop's freed activations, returned before the decode's own
         # In strips: the same image (within 1e-4) for a fraction of the decode's activations (vae_tiling.py).
         images = decode_in_strips(vae, (latents / scale).to(dtype_of(vae))).float().clamp(-1.0, 1.0)
         images = images[..., :height, :width].cpu()  # (N, 3, H, W)

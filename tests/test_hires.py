@@ -3,7 +3,9 @@ import pytest
 import torch
 
 import sample as sample_cli
-from salient_outpaint.hires import HiresOptions
+import torch.nn.functional as F
+
+from salient_outpaint.hires import HiresOptions, keep_layout, lowpass
 from salient_outpaint.loading import load_models
 from salient_outpaint.options import OptionError, SamplingOptions
 from salient_outpaint.photo import outpaint_photo
@@ -39,6 +41,31 @@ def test_tiles_with_no_object_and_all_object_are_painted_and_the_object_is_the_p
     assert torch.equal(refined[core], image[None][core])
     background = (slice(None), slice(None), slice(None), slice(80, None))
     assert (refined[background] - bicubic[background]).abs().mean() > 0.02  # painted again
+
+
+def test_the_tiles_add_detail_but_the_working_results_layout_and_colours_stay():
+    """What the tiles paint at 64 px over a 16 px working result: a fine checker (detail, kept), a brighter
+    block where one tile restarted the sky (layout, undone), and their own bright rendition of the object
+    (left out: it must not bleed into the background around the object)."""
+    rows = torch.linspace(-0.6, 0.2, 64)[:, None].expand(64, 64)
+    upscaled = torch.stack([rows, rows, rows + 0.3])[None]  # (1, 3, 64, 64): a smooth sky
+    checker = 0.1 * ((torch.arange(64)[:, None] + torch.arange(64)[None]) % 2 * 2 - 1)
+    painted = upscaled + checker
+    painted[..., :32, :32] += 0.3  # one tile's own idea of the sky
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 40:56, 40:56] = 1
+    painted[..., 38:58, 38:58] = 1.0  # the tiles' object and its rim, brighter than anything around
+    out = keep_layout(painted, upscaled, mask, (16, 16))
+    def layout_error(picture):  # against the working result's layout, at the working size
+        return F.interpolate(picture, size=(16, 16), mode="area") - F.interpolate(upscaled, size=(16, 16), mode="area")
+
+    # The block and the object gone from the layout; what is left is the lowpass's ringing at the block's edge.
+    assert layout_error(out).abs().mean() < 0.1 * layout_error(painted).abs().mean()
+    assert layout_error(out).abs().max() < 0.25 * 0.3
+    detail = (out - lowpass(out, (16, 16)))[..., :32, 4:32]  # away from the object
+    assert F.cosine_similarity(detail.flatten(), checker[:32, 4:32].expand_as(detail).flatten(), dim=0) > 0.9
+    around = (slice(None), slice(None), slice(30, 38), slice(30, 64))  # the background just above the object
+    assert (out - upscaled)[around].mean().abs() < 0.02
 
 
 def test_a_photo_no_larger_than_the_working_size_is_not_painted_again(pipeline):

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch
 
-from ..data.masks import binarize
-from ..composite import composite
+from .. import heap
+from ..composite import composite, edge_weight
 from ..data.images import to_uint8
+from ..data.masks import binarize
 from ..hires import HiresOptions
 from ..inputs import InputError
 from ..modules.models import Models
@@ -94,11 +95,15 @@ class OutpaintService:
             generated, painted_mask = paint(self.pipeline, image, mask, prompt, negative_prompt, num_images,
                                             dataclasses.replace(options, control_scale=control_scale), generator,
                                             progress=True, hires=self.hires)  # (N, 3, h, w)
-            return torch.stack([to_uint8(composite(one[None], painted_mask, image, mask, options.feather)[0])
+            return torch.stack([to_uint8(composite(one[None], painted_mask, image, mask, options.feather, weight)[0])
                                 for one in generated])
 
-        images = sample(options.control_scale)
-        return images, sample(0.0) if compare else None
+        weight = edge_weight(mask, options.feather)  # the photo's, once for every picture of the request
+        try:
+            images = sample(options.control_scale)
+            return images, sample(0.0) if compare else None
+        finally:
+            heap.trim()  # a server would otherwise keep its largest request's peak for good
 
 
 def check_request(options: SamplingOptions, seed: int, num_images: int) -> None:
