@@ -8,7 +8,8 @@
 Full-size SD2-inpainting + ControlNet with random weights (speed does not depend on their values), written
 once as a diffusers folder that both sides read. The authors' StableDiffusionControlNetInpaintPipeline
 (yahoo/photo-background-generation) and our OutpaintPipeline run the notebook's settings: UniPC, 20 steps,
-guidance 7.5, ControlNet scale 1.0, one image, a 512 x 512 photo and its mask. Timed: the whole call
+guidance 7.5, ControlNet scale 1.0, one image, a 512 x 512 photo and its mask; our pipeline also runs
+`--preset-sampling fast` (side "fast"). Timed: the whole call
 (our side encodes the prompt inside it; the authors' pipeline gets the prompt embeddings precomputed, as
 there is no tokenizer without a download), after one warm-up call; each variant eager and with
 torch.compile of the U-Net, the ControlNet and the VAE's encoder and decoder (the same four networks on
@@ -143,7 +144,8 @@ def main() -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", choices=DTYPES, default="fp16")
     parser.add_argument("--modes", nargs="+", choices=["eager", "compile"], default=["eager", "compile"])
-    parser.add_argument("--sides", nargs="+", choices=["ours", "authors"], default=["ours", "authors"])
+    parser.add_argument("--sides", nargs="+", choices=["ours", "fast", "authors"], default=["ours", "fast", "authors"],
+                        help="ours: the authors' settings (preset `authors`); fast: our `--preset-sampling fast`")
     parser.add_argument("--out", default="benchmark_gpu.jsonl")
     args = parser.parse_args()
     config, dtype, device = CONFIGS[args.config], DTYPES[args.dtype], args.device
@@ -179,6 +181,10 @@ def main() -> int:
             return ours(image, mask, PROMPT, NEGATIVE, num_images=1, options=options,
                         generator=torch.Generator().manual_seed(0))
 
+        def call_fast():
+            return ours(image, mask, PROMPT, NEGATIVE, num_images=1, options=SAMPLING_PRESETS["fast"],
+                        generator=torch.Generator().manual_seed(0))
+
         def call_theirs():
             return theirs(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds, image=photo_pil,
                           mask_image=background_pil, control_image=background_pil, height=args.size, width=args.size,
@@ -186,7 +192,8 @@ def main() -> int:
                           controlnet_conditioning_scale=options.control_scale, output_type="np",
                           generator=torch.Generator(device).manual_seed(0))
 
-        calls = {side: call for side, call in (("ours", call_ours), ("authors", call_theirs)) if side in args.sides}
+        calls = {side: call for side, call in (("ours", call_ours), ("fast", call_fast), ("authors", call_theirs))
+                 if side in args.sides}
         seconds = {}
         for side, call in calls.items():  # each side whole, so a compilation cut short loses only its own row
             synchronize(device)
@@ -207,8 +214,9 @@ def main() -> int:
             row = {**header, "mode": mode, "side": side, "warm_up_s": warm_up, "seconds_per_image": median,
                    "all_seconds": seconds[side], "steps_per_second": args.steps / median,
                    "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None}
-            if side == "authors" and "ours" in seconds:
-                row["ours_over_authors"] = statistics.median(seconds["ours"]) / median
+            for ours_side in ("ours", "fast"):
+                if side == "authors" and ours_side in seconds:
+                    row[f"{ours_side}_over_authors"] = statistics.median(seconds[ours_side]) / median
             with open(args.out, "a") as log:
                 log.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)

@@ -17,8 +17,14 @@ before the run (issue 23), and how each is aggregated over the scenes:
              mask; expansion ratio per scene. --hires vs bicubic: the means and the paired interval of
              their ratio (target: no larger, i.e. the ratio at most 1 or its interval holding 1).
 
-Writes OUT/hires.json (per scene and aggregated), prints a table per background kind, and writes
+Writes OUT/hires.json (per scene and aggregated), prints a table per background kind, and with --crop
 docs/images/hires_crop.png: a 96 px crop at 100% zoom of the first scene, bicubic | --hires.
+
+    python docs/measure_hires.py --scenes 40 --native
+
+The calibration of the detail target: the same scenes drawn at the working size (64 px), the model's own
+working-size result against the prompted background drawn at 64 px (outside the object dilated by 1 px):
+how much of a drawn background's gradient energy the model renders at its own size.
 """
 from __future__ import annotations
 
@@ -100,6 +106,23 @@ def summary(rows: list[dict]) -> dict:
             "expansion_hires_vs_bicubic": paired_ratio(column["expansion_hires"], column["expansion_bicubic"])}
 
 
+def native_detail(pipeline, options: SamplingOptions, scene_seed: int, scenes: int) -> None:
+    working, drawn, kinds = [], [], []
+    for index in range(scenes):
+        scene = render_scene(64, scene_generator(scene_seed, "test", 0, index))
+        result = outpaint_photo(pipeline, scene["image"], scene["mask"], scene["caption"], options=options, raw=True,
+                                generator=torch.Generator().manual_seed(index))[0]
+        background = draw_background(scene["background"], 64, torch.Generator().manual_seed(index)).clamp(0, 1) * 2 - 1
+        region = ~dilate(scene["mask"], 1)[0].bool()
+        working.append(gradient_energy(result, region))
+        drawn.append(gradient_energy(background, region))
+        kinds.append(scene["background"])
+    ratio = ratio_interval(working, drawn)
+    print(f"the model at its own size / drawn at 64 px: {ratio[0]:.2f} [{ratio[1]:.2f}, {ratio[2]:.2f}]; by kind: "
+          + ", ".join(f"{kind} {sum(w for w, k in zip(working, kinds) if k == kind) / sum(d for d, k in zip(drawn, kinds) if k == kind):.3f}"
+                      for kind in sorted(set(kinds))))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, default=40)
@@ -109,10 +132,14 @@ def main(argv=None) -> int:
     parser.add_argument("--strength", type=float, default=HiresOptions().hires_strength)
     parser.add_argument("--out", default="runs/hires_toy")
     parser.add_argument("--crop", action="store_true", help="write docs/images/hires_crop.png")
+    parser.add_argument("--native", action="store_true", help="only the calibration at the working size")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     pipeline = OutpaintPipeline(load_models())
     options = SamplingOptions(steps=args.steps, guidance=args.guidance)
+    if args.native:
+        native_detail(pipeline, options, args.scene_seed, args.scenes)
+        return 0
     hires = HiresOptions(hires_size=SIZE, hires_strength=args.strength)
     segmenter, rows = ColourSegmenter(), []
     for index in range(args.scenes):
