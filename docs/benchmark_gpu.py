@@ -177,13 +177,12 @@ def main() -> int:
             for network in (theirs.unet, theirs.controlnet, theirs.vae.encoder, theirs.vae.decoder):
                 network.compile(fullgraph=False)
 
-        def call_ours():
-            return ours(image, mask, PROMPT, NEGATIVE, num_images=1, options=options,
+        def call_ours(sampling=options):
+            return ours(image, mask, PROMPT, NEGATIVE, num_images=1, options=sampling,
                         generator=torch.Generator().manual_seed(0))
 
         def call_fast():
-            return ours(image, mask, PROMPT, NEGATIVE, num_images=1, options=SAMPLING_PRESETS["fast"],
-                        generator=torch.Generator().manual_seed(0))
+            return call_ours(SAMPLING_PRESETS["fast"])
 
         def call_theirs():
             return theirs(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds, image=photo_pil,

@@ -18,6 +18,8 @@ tiles differ slightly where they meet, and the blending spreads that difference 
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
@@ -56,15 +58,21 @@ def activated(strip: torch.Tensor, scale_shift: tuple[torch.Tensor, torch.Tensor
     return F.silu(torch.addcmul(shift, strip, scale), inplace=True)
 
 
+def strips(height: int, pixels_per_row: int) -> Iterator[tuple[int, int, int, int]]:
+    """(top, bottom, low, high) of each horizontal strip of a map `height` rows high: its rows, STRIP_PIXELS
+    at a time, and those rows with HALO rows of context on each side."""
+    rows = max(1, STRIP_PIXELS // pixels_per_row)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        yield top, bottom, max(0, top - HALO), min(height, bottom + HALO)
+
+
 def in_strips(function, inputs: list[torch.Tensor], out_channels: int, scale: int = 1) -> torch.Tensor:
     """function(*strips) on horizontal strips of `inputs` (each (1, C_k, H, W)) with HALO rows of context,
     -> (1, out_channels, H * scale, W * scale), each strip's halo cropped away."""
     _, _, height, width = inputs[0].shape
     out = inputs[0].new_empty(1, out_channels, height * scale, width * scale)
-    rows = max(1, STRIP_PIXELS // (width * scale * scale))
-    for top in range(0, height, rows):
-        bottom = min(height, top + rows)
-        low, high = max(0, top - HALO), min(height, bottom + HALO)
+    for top, bottom, low, high in strips(height, width * scale * scale):
         result = function(*(x[:, :, low:high] for x in inputs))
         out[:, :, top * scale:bottom * scale] = result[:, :, (top - low) * scale:(bottom - low) * scale]
     return out
@@ -79,11 +87,7 @@ def resnet_in_strips(block: ResnetBlock, x: torch.Tensor) -> torch.Tensor:
     hidden = in_strips(lambda strip: block.conv1(activated(strip, first)), [x], block.conv1.out_channels)
     second = affine(block.norm2, group_statistics(hidden, block.norm2.num_groups), x.dtype)
     out = x[:, :block.conv2.out_channels]  # (1, C_out, H, W): contiguous, over x's storage
-    height, width = x.shape[-2:]
-    rows = max(1, STRIP_PIXELS // width)
-    for top in range(0, height, rows):
-        bottom = min(height, top + rows)
-        low, high = max(0, top - HALO), min(height, bottom + HALO)
+    for top, bottom, low, high in strips(*x.shape[-2:]):
         strip = x[:, :, top:bottom]
         shortcut = block.conv_shortcut(strip) if hasattr(block, "conv_shortcut") else strip
         residual = block.conv2(activated(hidden[:, :, low:high], second))[:, :, top - low:bottom - low]

@@ -16,6 +16,7 @@ import torch
 from ..config import ModelConfig, variant
 from ..files import atomic_write
 from ..modules.controlnet import ControlNet
+from ..modules.text import open_clip_tokenizer
 from .io import save_state_dict
 from .keymap import KeyMap, Source, map_by_prefix
 
@@ -168,11 +169,10 @@ def write_tokenizer(folder: Path, context_length: int) -> None:
     """tokenizer/: vocab.json and merges.txt for transformers' CLIPTokenizer, built from the BPE file that
     open_clip ships (the same vocabulary, in the same order: bytes, bytes + </w>, the merges, the two
     special tokens), and SD2's settings: "!" (id 0) pads, as open_clip's zeros do."""
-    from open_clip.tokenizer import bytes_to_unicode, default_bpe
-
-    with gzip.open(default_bpe(), "rt", encoding="utf-8") as file:
+    bpe = open_clip_tokenizer()
+    with gzip.open(bpe.default_bpe(), "rt", encoding="utf-8") as file:
         merges = file.read().split("\n")[1:49152 - 256 - 2 + 1]  # open_clip's slice of the file
-    byte_symbols = list(bytes_to_unicode().values())
+    byte_symbols = list(bpe.bytes_to_unicode().values())
     vocabulary = byte_symbols + [symbol + "</w>" for symbol in byte_symbols] + ["".join(merge.split())
                                                                                 for merge in merges]
     vocabulary += ["<|startoftext|>", "<|endoftext|>"]

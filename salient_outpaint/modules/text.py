@@ -9,6 +9,7 @@ vocabulary ships inside the package, so nothing is downloaded).
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import warnings
 from collections import OrderedDict
@@ -66,8 +67,9 @@ class TextEncoder(nn.Module):
         return self.ln_final(x)
 
 
+@functools.cache
 def open_clip_tokenizer():
-    """open_clip's tokenizer module, loaded from its file alone. `import open_clip.tokenizer` would first
+    """open_clip's tokenizer module, loaded once from its file alone. `import open_clip.tokenizer` would first
     run the package's __init__, which imports its model zoo (torchvision's models: about 150 MiB and 1.5 s
     of every run) that the tokenizer never uses; the file imports nothing of its own package."""
     package = importlib.util.find_spec("open_clip")
