@@ -45,7 +45,7 @@ HELP = {
     "controlnet_in_channels": "4: the ControlNet reads the noisy latents alone; 0: all the U-Net's input channels",
     "control_image": f"what the ControlNet's control image shows: {', '.join(CONTROL_IMAGES)} (default: the "
                      "preset's, paint_mask)",
-    "data": "dataset specs: toy[:N], salient:ROOT[:CAPTIONS], coco:IMAGES:CAPTIONS_JSON:MASKS, shards:PATTERN",
+    "data": "dataset specs: toy[:N], toyzoom[:N], salient:ROOT[:CAPTIONS], coco:IMAGES:CAPTIONS_JSON:MASKS, shards:PATTERN",
     "data_weights": "mixture weights, one per --data spec",
     "latents": "folder of precomputed latents and text embeddings to train from (controlnet stage; made with "
                "--precompute-latents; must match --preset, --resolution, --data, --seed, --frozen-dtype, --init)",

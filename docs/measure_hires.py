@@ -1,11 +1,12 @@
 """Toy-world measurements of --hires at 4x the working size (issue 23), and the README's 100% crop.
 
-    python docs/measure_hires.py --scenes 40 --scene-seed 0 --out runs/hires_toy
+    python docs/measure_hires.py --scenes 40 --scene-seed 0 --weights weights/toy_zoom --out runs/hires_toy
 
 Held-out scenes drawn at 256 px (4x the toy model's 64), each painted from the same seed three ways:
 the working-size result (`--raw`), the default full-size path (bicubic upscale + composite) and
-`--hires` (hires_size 256); sampling options are sample.py's defaults unless given. The targets, fixed
-before the run (issue 23), and how each is aggregated over the scenes:
+`--hires` (hires_size 256, --strength, --passes); sampling options are sample.py's defaults unless given.
+`--weights`: the shipped toy model (default) or weights/toy_zoom, the same fine-tuned on close-ups too
+(docs/toy_world.md). The targets, fixed before the run (issue 23), and how each is aggregated over the scenes:
 
   detail     background gradient energy (mean squared difference of neighbouring pixels, in [0, 1] units,
              outside the object dilated by 4 px). Over the scenes: the ratio of mean energies, --hires /
@@ -20,11 +21,15 @@ before the run (issue 23), and how each is aggregated over the scenes:
 Writes OUT/hires.json (per scene and aggregated), prints a table per background kind, and with --crop
 docs/images/hires_crop.png: a 96 px crop at 100% zoom of the first scene, bicubic | --hires.
 
-    python docs/measure_hires.py --scenes 40 --native
+    python docs/measure_hires.py --scenes 40 --native [--weights ...]
 
 The calibration of the detail target: the same scenes drawn at the working size (64 px), the model's own
 working-size result against the prompted background drawn at 64 px (outside the object dilated by 1 px):
 how much of a drawn background's gradient energy the model renders at its own size.
+
+    python docs/measure_hires.py --vae [--weights ...]
+
+The VAE's ceiling: how much of each drawn background's gradient energy its encode + decode keeps.
 """
 from __future__ import annotations
 
@@ -41,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from salient_outpaint.data.images import make_grid, save_image  # noqa: E402
 from salient_outpaint.data.masks import dilate  # noqa: E402
-from salient_outpaint.data.synthetic import draw_background, render_scene, scene_generator  # noqa: E402
+from salient_outpaint.data.synthetic import BACKGROUNDS, draw_background, render_scene, scene_generator  # noqa: E402
 from salient_outpaint.evaluation.bootstrap import mean_interval, ratio_interval  # noqa: E402
 from salient_outpaint.evaluation.expansion import object_expansion  # noqa: E402
 from salient_outpaint.hires import HiresOptions  # noqa: E402
@@ -123,6 +128,21 @@ def native_detail(pipeline, options: SamplingOptions, scene_seed: int, scenes: i
                       for kind in sorted(set(kinds))))
 
 
+def vae_detail(vae) -> None:
+    """How much of each drawn background's gradient energy the VAE's encode + decode keeps, at 64 and 256 px
+    (the ceiling of what any sampling in its latents can draw): 4 drawings of each kind, ratio of sums."""
+    for size in (64, SIZE):
+        kept = {}
+        for name in BACKGROUNDS:
+            drawn = [draw_background(name, size, torch.Generator().manual_seed(seed)).clamp(0, 1) * 2 - 1
+                     for seed in range(4)]
+            decoded = vae.decode(vae.encode(torch.stack(drawn)).mean).float().clamp(-1, 1)
+            everywhere = torch.ones(size, size, dtype=torch.bool)
+            kept[name] = (sum(gradient_energy(picture, everywhere) for picture in decoded)
+                          / sum(gradient_energy(picture, everywhere) for picture in drawn))
+        print(f"VAE at {size} px keeps: " + ", ".join(f"{name} {ratio:.2f}" for name, ratio in kept.items()))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenes", type=int, default=40)
@@ -130,17 +150,27 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=SamplingOptions().steps)
     parser.add_argument("--guidance", type=float, default=SamplingOptions().guidance)
     parser.add_argument("--strength", type=float, default=HiresOptions().hires_strength)
+    parser.add_argument("--passes", type=int, default=HiresOptions().hires_passes,
+                        help="enlargements from 64 to 256 px (2: 128, then 256)")
     parser.add_argument("--out", default="runs/hires_toy")
+    parser.add_argument("--weights", default=None,
+                        help="a toy-preset weights folder (default: weights/toy, trained on whole scenes; "
+                             "weights/toy_zoom also saw the close-ups --hires's tiles see)")
     parser.add_argument("--crop", action="store_true", help="write docs/images/hires_crop.png")
     parser.add_argument("--native", action="store_true", help="only the calibration at the working size")
+    parser.add_argument("--vae", action="store_true", help="only the VAE's share of the drawn detail")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    pipeline = OutpaintPipeline(load_models())
+    pipeline = OutpaintPipeline(load_models(args.weights, preset="toy"))
     options = SamplingOptions(steps=args.steps, guidance=args.guidance)
+    if args.vae:
+        with torch.no_grad():
+            vae_detail(pipeline.models.vae)
+        return 0
     if args.native:
         native_detail(pipeline, options, args.scene_seed, args.scenes)
         return 0
-    hires = HiresOptions(hires_size=SIZE, hires_strength=args.strength)
+    hires = HiresOptions(hires_size=SIZE, hires_strength=args.strength, hires_passes=args.passes)
     segmenter, rows = ColourSegmenter(), []
     for index in range(args.scenes):
         row, pictures = measure_scene(pipeline, options, hires, args.scene_seed, index, segmenter)

@@ -51,9 +51,12 @@ from .vae_tiling import decode, encode_tiled
 class HiresOptions:
     hires_size: int = 2048  # the long side at most, pixels; a multiple of 8
     hires_strength: float = 0.4  # how far the result is re-noised: (0, 1], 1 = from pure noise
+    hires_passes: int = 1  # how many enlargements to get there, each by about the same factor
 
     def __post_init__(self):
-        size, strength = self.hires_size, self.hires_strength
+        size, strength, passes = self.hires_size, self.hires_strength, self.hires_passes
+        if passes < 1:
+            raise OptionError(lambda name: f"{name('hires_passes')} must be at least 1, got {passes}")
         if size < 8 or size % 8:
             raise OptionError(lambda name: f"{name('hires_size')} must be a positive multiple of 8, got {size}")
         if not 0 < strength <= 1:  # also false for NaN
@@ -88,6 +91,19 @@ def hires_size(height: int, width: int, long_side: int) -> tuple[int, int]:
     rounded to multiples of 8."""
     scale = min(1.0, long_side / max(height, width))
     return max(8, round(height * scale / 8) * 8), max(8, round(width * scale / 8) * 8)
+
+
+def pass_sizes(working: tuple[int, int], larger: tuple[int, int], passes: int) -> list[tuple[int, int]]:
+    """The sizes the passes paint at: from `working` (h, w) to `larger` (H', W') by equal factors, sides
+    multiples of 8, each larger than the one before, the last `larger`; [] if `larger` is not larger."""
+    sizes, previous = [], working
+    for k in range(1, passes + 1):
+        factor = (larger[0] * larger[1] / (working[0] * working[1])) ** (k / passes / 2)
+        size = larger if k == passes else hires_size(working[0] * factor, working[1] * factor, 10 ** 9)
+        if size[0] * size[1] > previous[0] * previous[1]:
+            sizes.append(size)
+            previous = size
+    return sizes
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .composite import composite
-from .hires import HiresOptions, hires_size, refine
+from .hires import HiresOptions, hires_size, pass_sizes, refine
 from .inputs import check_mask_size
 from .options import SamplingOptions
 from .pipeline import OutpaintPipeline
@@ -73,8 +73,7 @@ def paint(pipeline: OutpaintPipeline, image: torch.Tensor, object_mask: torch.Te
     generated = pipeline(working_image, working_mask, prompt, negative_prompt, num_images, options, generator,
                          progress=progress)  # (N, 3, h, w)
     if hires is not None:
-        larger = hires_size(height, width, hires.hires_size)
-        if larger[0] * larger[1] > size[0] * size[1]:
+        for larger in pass_sizes(size, hires_size(height, width, hires.hires_size), hires.hires_passes):
             larger_mask = resize(object_mask, larger, "bilinear").clamp(0, 1)
             generated = refine(pipeline, generated, working_mask, resize(image, larger, "bicubic").clamp(-1, 1),
                                larger_mask, prompt, negative_prompt, options, hires, larger, generator,

@@ -5,7 +5,7 @@ import torch
 import sample as sample_cli
 import torch.nn.functional as F
 
-from salient_outpaint.hires import HiresOptions, keep_layout, lowpass
+from salient_outpaint.hires import HiresOptions, keep_layout, lowpass, pass_sizes
 from salient_outpaint.loading import load_models
 from salient_outpaint.options import OptionError, SamplingOptions
 from salient_outpaint.photo import outpaint_photo
@@ -92,6 +92,17 @@ def test_bad_hires_values_are_one_line_and_exit_2_before_models_load(flags, mess
 def test_hires_options_are_checked_where_they_are_made():
     with pytest.raises(OptionError, match="hires_strength must be in"):
         HiresOptions(hires_strength=-0.1)
+    with pytest.raises(OptionError, match="hires_passes must be at least 1, got 0"):
+        HiresOptions(hires_passes=0)
+
+
+def test_the_passes_enlarge_by_equal_factors_to_the_size():
+    assert pass_sizes((64, 64), (256, 256), 1) == [(256, 256)]
+    assert pass_sizes((64, 64), (256, 256), 2) == [(128, 128), (256, 256)]
+    assert pass_sizes((512, 384), (2048, 1536), 2) == [(1024, 768), (2048, 1536)]
+    assert pass_sizes((512, 384), (4096, 3072), 3) == [(1024, 768), (2048, 1536), (4096, 3072)]
+    assert pass_sizes((64, 64), (64, 64), 2) == []  # not larger: nothing painted again
+    assert pass_sizes((64, 48), (72, 56), 3) == [(72, 56)]  # steps too small to be multiples of 8 apart
 
 
 def test_help_says_what_hires_costs(capsys):

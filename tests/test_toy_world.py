@@ -1,9 +1,11 @@
 """The synthetic toy world and the mask utilities it trains with."""
+import pytest
 import torch
 
 from salient_outpaint.data.masks import dilate, erode, feathered_paste, random_inpainting_mask
 from salient_outpaint.data.synthetic import (BACKGROUNDS, ToyWorldDataset, background_signatures,
-                                             classify_background)
+                                             classify_background, draw_background, render_scene,
+                                             scene_generator)
 
 
 def test_scenes_are_a_pure_function_of_seed_split_epoch_and_index():
@@ -74,8 +76,7 @@ def test_feathered_paste_keeps_the_object_core_and_the_generated_background():
 def test_a_scene_drawn_at_4x_is_the_same_scene_in_statistics():
     """render_scene(size) draws the object's geometry before the background, so at 4x the caption and the
     object are the same (its mask, shrunk back, agrees on 99% of pixels: only the antialiased rim differs);
-    the background's random draws differ (the per-pixel noise has 16x the pixels), so it is compared by its
-    statistics: recognised as the same background by the signatures drawn at the working size."""
+    the background is recognised as the same background by the signatures drawn at the working size."""
     signatures = background_signatures()
     for index in range(12):
         small = ToyWorldDataset(12, size=64, split="test")[index]
@@ -84,3 +85,45 @@ def test_a_scene_drawn_at_4x_is_the_same_scene_in_statistics():
         shrunk = (torch.nn.functional.avg_pool2d(large["mask"][None], 4)[0] > 0.5).float()
         assert (shrunk == small["mask"]).float().mean() > 0.99
         assert classify_background(large["image"], large["mask"], signatures) == large["background"]
+
+
+@pytest.mark.parametrize("name", BACKGROUNDS)
+def test_the_random_textures_have_a_grain_so_4x_is_the_same_background_seen_sharper(name):
+    """Grass, sand, brick noise and stars are drawn one value per grain (1/GRAIN of the side), so drawn at
+    4x and averaged back over 4x4 blocks they are the working-size drawing exactly; the geometric
+    backgrounds differ only where an edge crosses a pixel (sampled at pixel centres, not antialiased).
+    At 4x the block edges are the detail a sharper picture shows: 1/4 as many neighbour differences as
+    the working size has, each as large."""
+    small = draw_background(name, 64, torch.Generator().manual_seed(3)).clamp(0, 1)
+    large = draw_background(name, 256, torch.Generator().manual_seed(3)).clamp(0, 1)
+    difference = (torch.nn.functional.avg_pool2d(large[None], 4)[0] - small).abs()
+    if name in ("grass", "sand", "night"):
+        torch.testing.assert_close(torch.nn.functional.avg_pool2d(large[None], 4)[0], small, atol=1e-6, rtol=0)
+        steps_small = (small[:, 1:] - small[:, :-1]).abs().sum()
+        steps_large = (large[:, 1:] - large[:, :-1]).abs().sum()
+        torch.testing.assert_close(steps_large, 4 * steps_small, rtol=1e-4, atol=0)  # 4x the rows, same steps
+    else:
+        assert difference.mean() < 0.04
+    assert torch.equal(draw_background(name, 64, torch.Generator().manual_seed(3)).clamp(0, 1), small)
+
+
+def test_zoomed_items_are_windows_of_the_scene_drawn_larger():
+    """ToyWorldDataset(zooms=(2, 4)): item i is a training-size window of scene i drawn at 2x or 4x in turn,
+    with the scene's caption and its mask cut the same way, at most half object; the same item twice is the
+    same window."""
+    zoomed = ToyWorldDataset(8, size=64, split="train", zooms=(2, 4))
+    plain = ToyWorldDataset(8, size=64, split="train")
+    windows = 0
+    for index in range(8):
+        item = zoomed[index]
+        scene = render_scene(64 * (2, 4)[index % 2], scene_generator(0, "train", 0, index))
+        assert item["image"].shape == (3, 64, 64) and item["mask"].shape == (1, 64, 64)
+        assert item["caption"] == scene["caption"] == plain[index]["caption"]
+        assert item["mask"].mean() <= 0.5
+        first_rows = (scene["image"].unfold(2, 64, 1) == item["image"][:, 0, None, None, :]).all(-1).all(0)
+        found = [(top, left) for top, left in first_rows[:-63].nonzero().tolist()
+                 if torch.equal(scene["image"][:, top:top + 64, left:left + 64], item["image"])
+                 and torch.equal(scene["mask"][:, top:top + 64, left:left + 64], item["mask"])]
+        windows += bool(found)
+        assert torch.equal(zoomed[index]["image"], item["image"])
+    assert windows == 8

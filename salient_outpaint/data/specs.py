@@ -1,6 +1,8 @@
 """Datasets named on the command line (`--data SPEC [SPEC ...]`):
 
   toy[:N]                          N scenes of the synthetic toy world (default 10000)
+  toyzoom[:N]                      N toy scenes drawn at 2x and 4x the training size, a random window of
+                                   the training size from each (the close-ups --hires's tiles see)
   salient:ROOT[:CAPTIONS]          a salient-object folder (ROOT/images, ROOT/masks), captions
                                    from a JSONL/CSV file (see docs/datasets.md)
   coco:IMAGES:CAPTIONS_JSON:MASKS  COCO images, COCO caption annotations, a folder of masks
@@ -18,15 +20,17 @@ from .shards import ShardDataset
 from .synthetic import ToyWorldDataset
 
 MIXTURE_LENGTH_PER_DATASET = 100_000
+TOY_ZOOMS = {"toy": (1,), "toyzoom": (2, 4)}  # spec -> the sizes its scenes are drawn at, x --resolution
 
 
 def build_one(spec: str, size: int, seed: int) -> Dataset:
     kind, _, rest = spec.partition(":")
     parts = rest.split(":") if rest else []
-    if kind == "toy" and len(parts) <= 1:
+    if kind in TOY_ZOOMS and len(parts) <= 1:
         if parts and not (parts[0].isdigit() and int(parts[0]) > 0):
-            raise ValueError(f"--data {spec}: toy:N needs a whole number of scenes N of at least 1")
-        return ToyWorldDataset(num_items=int(parts[0]) if parts else 10_000, size=size, seed=seed, split="train")
+            raise ValueError(f"--data {spec}: {kind}:N needs a whole number of scenes N of at least 1")
+        return ToyWorldDataset(num_items=int(parts[0]) if parts else 10_000, size=size, seed=seed, split="train",
+                               zooms=TOY_ZOOMS[kind])
     if kind == "salient" and 1 <= len(parts) <= 2:
         captions = load_captions(parts[1]) if len(parts) == 2 else None
         return SalientFolderDataset(parts[0], size=size, captions=captions, seed=seed)
@@ -34,7 +38,7 @@ def build_one(spec: str, size: int, seed: int) -> Dataset:
         return CocoDataset(parts[0], parts[1], parts[2], size=size, seed=seed)
     if kind == "shards" and rest:
         return ShardDataset(rest, size=size, seed=seed)
-    raise ValueError(f"cannot read the dataset spec {spec!r}; expected toy[:N], salient:ROOT[:CAPTIONS], "
+    raise ValueError(f"cannot read the dataset spec {spec!r}; expected toy[:N], toyzoom[:N], salient:ROOT[:CAPTIONS], "
                      "coco:IMAGES:CAPTIONS_JSON:MASKS or shards:PATTERN")
 
 

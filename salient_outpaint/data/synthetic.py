@@ -40,6 +40,8 @@ COLOURS = {  # RGB in [0, 1]
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
 TEXTURES = ("plain", "striped")
 SPLIT_OFFSETS = {"train": 0, "test": 1_000_003}  # far apart: the test scenes are never trained on
+WINDOW_TRIES = 4  # a zoomed item's window is drawn again while more than half of it is object
+GRAIN = 64  # the random textures' grains along a side: a pixel each at the working size (64 px)
 
 
 def uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -64,10 +66,25 @@ def blend(image: torch.Tensor, where: torch.Tensor, colour) -> torch.Tensor:
     return torch.where(where[None], torch.tensor(colour, dtype=torch.float32)[:, None, None], image)
 
 
+def grain(values: torch.Tensor, size: int) -> torch.Tensor:
+    """Random values drawn one per grain (GRAIN along a side, fewer if `size` is smaller) -> one per pixel:
+    each grain covers its block of pixels, so drawing at 4x shows the same grains, each 4x4 pixels."""
+    index = torch.arange(size) * values.shape[-1] // size
+    return values[index][:, index] if values.dim() == 2 else values[index]
+
+
+def random_grains(shape: tuple[int, ...], size: int, generator: torch.Generator) -> torch.Tensor:
+    """`shape` of GRAIN-or-fewer uniform [0, 1) values, spread over `size` pixels by `grain`."""
+    return grain(torch.rand(shape, generator=generator), size)
+
+
 def draw_background(name: str, size: int, generator: torch.Generator) -> torch.Tensor:
-    """(3, H, W) in [0, 1]."""
+    """(3, H, W) in [0, 1]. The random textures (grass, brick, sand, stars) have a fixed grain, 1/GRAIN of the
+    scene's side: at the working size a pixel each, drawn larger a block each, so a scene drawn at 4x is the
+    same scene seen sharper (its area average is the working-size drawing), not finer noise."""
     rows, cols = grid(size)
-    noise = torch.rand((size, size), generator=generator) - 0.5
+    cells = min(size, GRAIN)
+    noise = random_grains((cells, cells), size, generator) - 0.5
     if name == "sky":
         top, bottom = torch.tensor([0.15, 0.35, 0.85]), torch.tensor([0.55, 0.75, 1.0])
         image = top[:, None, None] + (bottom - top)[:, None, None] * rows[None]
@@ -78,7 +95,7 @@ def draw_background(name: str, size: int, generator: torch.Generator) -> torch.T
         return image
     if name == "grass":
         image = fill((0.2, 0.55, 0.15), size) + 0.15 * noise[None] * torch.tensor([0.5, 1.0, 0.4])[:, None, None]
-        blades = torch.rand(size, generator=generator)[None, :].expand(size, size) < 0.25
+        blades = random_grains((cells,), size, generator)[None, :].expand(size, size) < 0.25
         return blend(image, blades & (noise > 0), (0.1, 0.4, 0.08))
     if name == "water":
         phase = uniform(generator, 0, 2 * math.pi)
@@ -106,7 +123,7 @@ def draw_background(name: str, size: int, generator: torch.Generator) -> torch.T
         return fill((0.86, 0.75, 0.5), size) + 0.12 * noise[None]
     if name == "night":
         image = fill((0.03, 0.04, 0.15), size)
-        return blend(image, torch.rand((size, size), generator=generator) < 0.02, (1.0, 1.0, 0.9))
+        return blend(image, random_grains((cells, cells), size, generator) < 0.02, (1.0, 1.0, 0.9))
     raise ValueError(f"unknown background {name!r}")
 
 
@@ -161,13 +178,18 @@ def scene_generator(seed: int, split: str, epoch: int, index: int) -> torch.Gene
 
 class ToyWorldDataset(Dataset):
     """`num_items` scenes per epoch; with `fresh_every_epoch` each epoch draws new ones (training),
-    otherwise the same (a fixed held-out set)."""
+    otherwise the same (a fixed held-out set). With `zooms` (e.g. (2, 4)), scene i is drawn at
+    size x zooms[i % len(zooms)] and a random size x size window of it is the item: what the networks
+    see of a large photo in --hires's tiles (hires.py), part of an object or none of it. A window is drawn
+    again (up to WINDOW_TRIES times) while more than half of it is object: hires.py keeps the photo's object
+    wherever a tile has it, and a toy model trained on such windows learnt to fill whole scenes with the
+    object's colour."""
 
     def __init__(self, num_items: int, size: int = 64, seed: int = 0, split: str = "train",
-                 fresh_every_epoch: bool | None = None):
+                 fresh_every_epoch: bool | None = None, zooms: tuple[int, ...] = (1,)):
         if split not in SPLIT_OFFSETS:
             raise ValueError(f"split must be one of {', '.join(SPLIT_OFFSETS)}, not {split!r}")
-        self.num_items, self.size, self.seed, self.split = num_items, size, seed, split
+        self.num_items, self.size, self.seed, self.split, self.zooms = num_items, size, seed, split, zooms
         self.fresh_every_epoch = split == "train" if fresh_every_epoch is None else fresh_every_epoch
         self.epoch = 0
 
@@ -181,7 +203,17 @@ class ToyWorldDataset(Dataset):
         if not 0 <= index < self.num_items:
             raise IndexError(index)
         epoch = self.epoch if self.fresh_every_epoch else 0
-        return render_scene(self.size, scene_generator(self.seed, self.split, epoch, index))
+        generator = scene_generator(self.seed, self.split, epoch, index)
+        zoom = self.zooms[index % len(self.zooms)]
+        scene = render_scene(self.size * zoom, generator)
+        if zoom == 1:
+            return scene
+        for _ in range(WINDOW_TRIES):
+            top, left = (int(torch.randint(self.size * (zoom - 1) + 1, (), generator=generator)) for _ in range(2))
+            window = (..., slice(top, top + self.size), slice(left, left + self.size))
+            if scene["mask"][window].mean() <= 0.5:
+                break
+        return {**scene, "image": scene["image"][window], "mask": scene["mask"][window]}
 
 
 def background_signatures(size: int = 64, samples: int = 8) -> dict[str, torch.Tensor]:
