@@ -99,7 +99,7 @@ def pass_sizes(working: tuple[int, int], larger: tuple[int, int], passes: int) -
     sizes, previous = [], working
     for k in range(1, passes + 1):
         factor = (larger[0] * larger[1] / (working[0] * working[1])) ** (k / passes / 2)
-        size = larger if k == passes else hires_size(working[0] * factor, working[1] * factor, 10 ** 9)
+        size = larger if k == passes else hires_size(working[0] * factor, working[1] * factor, math.inf)
         if size[0] * size[1] > previous[0] * previous[1]:
             sizes.append(size)
             previous = size

@@ -66,16 +66,14 @@ def blend(image: torch.Tensor, where: torch.Tensor, colour) -> torch.Tensor:
     return torch.where(where[None], torch.tensor(colour, dtype=torch.float32)[:, None, None], image)
 
 
-def grain(values: torch.Tensor, size: int) -> torch.Tensor:
-    """Random values drawn one per grain (GRAIN along a side, fewer if `size` is smaller) -> one per pixel:
-    each grain covers its block of pixels, so drawing at 4x shows the same grains, each 4x4 pixels."""
-    index = torch.arange(size) * values.shape[-1] // size
-    return values[index][:, index] if values.dim() == 2 else values[index]
-
-
-def random_grains(shape: tuple[int, ...], size: int, generator: torch.Generator) -> torch.Tensor:
-    """`shape` of GRAIN-or-fewer uniform [0, 1) values, spread over `size` pixels by `grain`."""
-    return grain(torch.rand(shape, generator=generator), size)
+def random_grains(size: int, generator: torch.Generator, dims: int = 2) -> torch.Tensor:
+    """Uniform [0, 1) values, one per grain (GRAIN along a side, or one per pixel if `size` is smaller),
+    spread over `size` pixels along each of `dims` sides: each grain covers its block of pixels, so drawing at
+    4x shows the same grains, each 4x4 pixels."""
+    cells = min(size, GRAIN)
+    values = torch.rand((cells,) * dims, generator=generator)
+    index = torch.arange(size) * cells // size
+    return values[index][:, index] if dims == 2 else values[index]
 
 
 def draw_background(name: str, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -83,8 +81,7 @@ def draw_background(name: str, size: int, generator: torch.Generator) -> torch.T
     scene's side: at the working size a pixel each, drawn larger a block each, so a scene drawn at 4x is the
     same scene seen sharper (its area average is the working-size drawing), not finer noise."""
     rows, cols = grid(size)
-    cells = min(size, GRAIN)
-    noise = random_grains((cells, cells), size, generator) - 0.5
+    noise = random_grains(size, generator) - 0.5
     if name == "sky":
         top, bottom = torch.tensor([0.15, 0.35, 0.85]), torch.tensor([0.55, 0.75, 1.0])
         image = top[:, None, None] + (bottom - top)[:, None, None] * rows[None]
@@ -95,7 +92,7 @@ def draw_background(name: str, size: int, generator: torch.Generator) -> torch.T
         return image
     if name == "grass":
         image = fill((0.2, 0.55, 0.15), size) + 0.15 * noise[None] * torch.tensor([0.5, 1.0, 0.4])[:, None, None]
-        blades = random_grains((cells,), size, generator)[None, :].expand(size, size) < 0.25
+        blades = random_grains(size, generator, dims=1)[None, :].expand(size, size) < 0.25
         return blend(image, blades & (noise > 0), (0.1, 0.4, 0.08))
     if name == "water":
         phase = uniform(generator, 0, 2 * math.pi)
@@ -123,7 +120,7 @@ def draw_background(name: str, size: int, generator: torch.Generator) -> torch.T
         return fill((0.86, 0.75, 0.5), size) + 0.12 * noise[None]
     if name == "night":
         image = fill((0.03, 0.04, 0.15), size)
-        return blend(image, random_grains((cells, cells), size, generator) < 0.02, (1.0, 1.0, 0.9))
+        return blend(image, random_grains(size, generator) < 0.02, (1.0, 1.0, 0.9))
     raise ValueError(f"unknown background {name!r}")
 
 
