@@ -29,7 +29,14 @@ how much of a drawn background's gradient energy the model renders at its own si
 
     python docs/measure_hires.py --vae [--weights ...]
 
-The VAE's ceiling: how much of each drawn background's gradient energy its encode + decode keeps.
+The VAE's ceiling: how much of each drawn background's gradient energy its encode + decode keeps, for 4
+drawings of each kind and, over the held-out scenes, in the detail target's own terms (ratio of mean
+energies outside the dilated object, paired interval): what a perfect U-Net could reach.
+
+    python docs/measure_hires.py --denoiser 0.05 0.4 0.7 [--scenes ...] [--weights ...]
+
+The U-Net's share: each held-out scene drawn at 256 px (its true detail) re-noised to each strength and
+repainted by the tiles (hires.repaint, no layout step); how much of the drawn energy survives.
 """
 from __future__ import annotations
 
@@ -49,7 +56,7 @@ from salient_outpaint.data.masks import dilate  # noqa: E402
 from salient_outpaint.data.synthetic import BACKGROUNDS, draw_background, render_scene, scene_generator  # noqa: E402
 from salient_outpaint.evaluation.bootstrap import mean_interval, ratio_interval  # noqa: E402
 from salient_outpaint.evaluation.expansion import object_expansion  # noqa: E402
-from salient_outpaint.hires import HiresOptions  # noqa: E402
+from salient_outpaint.hires import HiresOptions, repaint  # noqa: E402
 from salient_outpaint.loading import load_models  # noqa: E402
 from salient_outpaint.options import SamplingOptions  # noqa: E402
 from salient_outpaint.photo import outpaint_photo, resize  # noqa: E402
@@ -67,9 +74,16 @@ def gradient_energy(image: torch.Tensor, region: torch.Tensor) -> float:
                   columns.mean(0)[region[:, 1:] & region[:, :-1]].mean()) / 4)  # images in [-1, 1] -> [0, 1]
 
 
+def drawn_scene(scene_seed: int, index: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """A held-out scene at 256 px, its prompted background drawn at 256 px, and the detail target's region."""
+    scene = render_scene(SIZE, scene_generator(scene_seed, "test", 0, index))
+    background = draw_background(scene["background"], SIZE, torch.Generator().manual_seed(index)).clamp(0, 1) * 2 - 1
+    return scene, background, ~dilate(scene["mask"], 4)[0].bool()
+
+
 def measure_scene(pipeline, options: SamplingOptions, hires: HiresOptions, scene_seed: int, index: int,
                   segmenter: ColourSegmenter) -> tuple[dict, list[torch.Tensor]]:
-    scene = render_scene(SIZE, scene_generator(scene_seed, "test", 0, index))
+    scene, drawn, region = drawn_scene(scene_seed, index)
     image, mask = scene["image"], scene["mask"]
 
     def paint(hires_options=None, raw=False):
@@ -77,8 +91,6 @@ def measure_scene(pipeline, options: SamplingOptions, hires: HiresOptions, scene
                               generator=torch.Generator().manual_seed(index), hires=hires_options)[0]
 
     working, bicubic, refined = paint(raw=True), paint(), paint(hires)
-    drawn = draw_background(scene["background"], SIZE, torch.Generator().manual_seed(index)).clamp(0, 1) * 2 - 1
-    region = ~dilate(mask, 4)[0].bool()
     kept = mask[0].bool()
 
     def expansion(picture):
@@ -128,9 +140,10 @@ def native_detail(pipeline, options: SamplingOptions, scene_seed: int, scenes: i
                       for kind in sorted(set(kinds))))
 
 
-def vae_detail(vae) -> None:
+def vae_detail(vae, scene_seed: int, scenes: int) -> None:
     """How much of each drawn background's gradient energy the VAE's encode + decode keeps, at 64 and 256 px
-    (the ceiling of what any sampling in its latents can draw): 4 drawings of each kind, ratio of sums."""
+    (the ceiling of what any sampling in its latents can draw): 4 drawings of each kind, ratio of sums; then
+    over the held-out scenes at 256 px, as the detail target is aggregated."""
     for size in (64, SIZE):
         kept = {}
         for name in BACKGROUNDS:
@@ -141,6 +154,31 @@ def vae_detail(vae) -> None:
             kept[name] = (sum(gradient_energy(picture, everywhere) for picture in decoded)
                           / sum(gradient_energy(picture, everywhere) for picture in drawn))
         print(f"VAE at {size} px keeps: " + ", ".join(f"{name} {ratio:.2f}" for name, ratio in kept.items()))
+    decoded, drawn = [], []
+    for index in range(scenes):
+        scene, background, region = drawn_scene(scene_seed, index)
+        drawn.append(gradient_energy(background, region))
+        decoded.append(gradient_energy(vae.decode(vae.encode(background[None]).mean).float().clamp(-1, 1)[0], region))
+    print(f"VAE ceiling of detail / drawn over {scenes} scenes (seed {scene_seed}): "
+          + "{:.2f} [{:.2f}, {:.2f}]".format(*ratio_interval(decoded, drawn)))
+
+
+def denoiser_detail(pipeline, options: SamplingOptions, scene_seed: int, scenes: int,
+                    strengths: list[float]) -> None:
+    """The tiles given the true detail: each scene drawn at 256 px, re-noised to `strength` and repainted."""
+    for strength in strengths:
+        kept, drawn, kinds = [], [], []
+        for index in range(scenes):
+            scene, background, region = drawn_scene(scene_seed, index)
+            painted = repaint(pipeline, scene["image"][None], scene["image"], scene["mask"], scene["caption"], "",
+                              options, strength, torch.Generator().manual_seed(index))[0]
+            kept.append(gradient_energy(painted, region))
+            drawn.append(gradient_energy(background, region))
+            kinds.append(scene["background"])
+        print(f"strength {strength:g}: repainted / drawn " + "{:.2f} [{:.2f}, {:.2f}]; by kind: ".format(
+            *ratio_interval(kept, drawn)) + ", ".join(
+            f"{kind} {sum(k for k, n in zip(kept, kinds) if n == kind) / sum(d for d, n in zip(drawn, kinds) if n == kind):.2f}"
+            for kind in sorted(set(kinds))), flush=True)
 
 
 def main(argv=None) -> int:
@@ -159,13 +197,18 @@ def main(argv=None) -> int:
     parser.add_argument("--crop", action="store_true", help="write docs/images/hires_crop.png")
     parser.add_argument("--native", action="store_true", help="only the calibration at the working size")
     parser.add_argument("--vae", action="store_true", help="only the VAE's share of the drawn detail")
+    parser.add_argument("--denoiser", type=float, nargs="+", metavar="STRENGTH",
+                        help="only the tiles' share: the drawn scenes re-noised to each strength and repainted")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     pipeline = OutpaintPipeline(load_models(args.weights, preset="toy"))
     options = SamplingOptions(steps=args.steps, guidance=args.guidance)
     if args.vae:
         with torch.no_grad():
-            vae_detail(pipeline.models.vae)
+            vae_detail(pipeline.models.vae, args.scene_seed, args.scenes)
+        return 0
+    if args.denoiser:
+        denoiser_detail(pipeline, options, args.scene_seed, args.scenes, args.denoiser)
         return 0
     if args.native:
         native_detail(pipeline, options, args.scene_seed, args.scenes)

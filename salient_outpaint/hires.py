@@ -113,16 +113,28 @@ def refine(pipeline: OutpaintPipeline, generated: torch.Tensor, working_mask: to
            progress: bool = False) -> torch.Tensor:
     """generated (N, 3, h, w) at the working size with its mask (1, h, w); the photo (3, H, W) and its mask
     (1, H, W) shrunk to `size` (H', W') by the caller -> (N, 3, H', W') in [-1, 1]."""
+    init = composite(generated, working_mask, image, object_mask, options.feather)  # (N, 3, H', W')
+    painted = repaint(pipeline, init, image, object_mask, prompt, negative_prompt, options, hires.hires_strength,
+                      generator, progress)
+    return keep_layout(painted, background(generated, working_mask, size), object_mask, generated.shape[-2:])
+
+
+@torch.no_grad()
+def repaint(pipeline: OutpaintPipeline, init: torch.Tensor, image: torch.Tensor, object_mask: torch.Tensor,
+            prompt: str, negative_prompt: str, options: SamplingOptions, strength: float,
+            generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+    """The tiles' img2img: init (N, 3, H', W') re-noised to `strength` and denoised by SI2 + ControlNet in
+    overlapping native-size tiles, conditioned on the photo (3, H', W') and its mask (1, H', W')
+    -> (N, 3, H', W') in [-1, 1], layout not yet restored (keep_layout)."""
     models, device = pipeline.models, pipeline.device
     config, vae = models.config, models.vae
     factor, scale = config.vae.downsample_factor, config.vae.scaling_factor
     native = config.image_size // factor  # a tile: the latent size the networks were trained at
     overlap = native // 4
-    num_images = generated.shape[0]
-    init = composite(generated, working_mask, image, object_mask, options.feather)  # (N, 3, H', W')
+    num_images = init.shape[0]
     paint_mask = conditioning.paint_mask_from_object(object_mask[None]).to(device)  # (1, 1, H', W')
     photo = image[None].to(device)
-    latent_height, latent_width = size[0] // factor, size[1] // factor
+    latent_height, latent_width = init.shape[-2] // factor, init.shape[-1] // factor
     latents = encode_tiled(vae, init.to(device, dtype_of(vae)), native).float() * scale  # (N, 4, H'/f, W'/f)
     masked_latents = encode_tiled(vae, conditioning.masked_image(photo, paint_mask).to(dtype_of(vae)),
                                   native).float() * scale  # (1, 4, H'/f, W'/f)
@@ -134,7 +146,7 @@ def refine(pipeline: OutpaintPipeline, generated: torch.Tensor, working_mask: to
     context = encode_prompts(models.text_encoder, pipeline.tokenizer, prompts)
     copies = len(prompts)
     sampler = SAMPLERS[options.sampler]
-    timesteps = part_way_timesteps(sampler.timesteps(options.steps, len(pipeline.alphas_cumprod)), hires.hires_strength)
+    timesteps = part_way_timesteps(sampler.timesteps(options.steps, len(pipeline.alphas_cumprod)), strength)
     # The ControlNet's window and guidance's end over the part-way run, as diffusers; every step whole: a
     # tile's denoiser is made anew at each step, so there are no deep features of a last step to reuse.
     plans = step_plans(timesteps, replace(options, cache_interval=1))
@@ -153,8 +165,7 @@ def refine(pipeline: OutpaintPipeline, generated: torch.Tensor, working_mask: to
 
     latents = sampler.sample(denoise, latents, timesteps, pipeline.alphas_cumprod, config.schedule.prediction_type,
                              eta=options.eta, generator=generator, progress=progress)
-    painted = decode(vae, (latents / scale).to(dtype_of(vae)), native).float().clamp(-1, 1).cpu()
-    return keep_layout(painted, background(generated, working_mask, size), object_mask, generated.shape[-2:])
+    return decode(vae, (latents / scale).to(dtype_of(vae)), native).float().clamp(-1, 1).cpu()
 
 
 def lowpass(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -5,7 +5,8 @@ import torch
 import sample as sample_cli
 import torch.nn.functional as F
 
-from salient_outpaint.hires import HiresOptions, keep_layout, lowpass, pass_sizes
+from salient_outpaint.data.synthetic import render_scene, scene_generator
+from salient_outpaint.hires import HiresOptions, keep_layout, lowpass, pass_sizes, repaint
 from salient_outpaint.loading import load_models
 from salient_outpaint.options import OptionError, SamplingOptions
 from salient_outpaint.photo import outpaint_photo
@@ -110,3 +111,22 @@ def test_help_says_what_hires_costs(capsys):
         sample_cli.main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--hires " in help_text and "more U-Net calls" in help_text and "(default: off" in help_text
+
+
+def test_repaint_keeps_the_init_at_a_small_strength_and_paints_anew_at_full_strength(pipeline):
+    """hires.repaint, the tiles' img2img alone (docs/measure_hires.py --denoiser gives it the true scene):
+    re-noised to the last of twenty steps it returns a 128 px striped scene as its VAE round trip (what
+    any latent painting of it can keep), from pure noise it paints something else."""
+    scene = render_scene(128, scene_generator(0, "test", 0, 10))
+    assert scene["background"] == "stripes"
+    vae = pipeline.models.vae
+    with torch.no_grad():
+        round_trip = vae.decode(vae.encode(scene["image"][None]).mean).clamp(-1, 1)
+
+    def change(strength):  # mean absolute difference to the round trip, in [0, 1] units
+        painted = repaint(pipeline, scene["image"][None], scene["image"], scene["mask"], scene["caption"], "",
+                          SamplingOptions(steps=20), strength, torch.Generator().manual_seed(0))
+        assert painted.shape == (1, 3, 128, 128)
+        return float((painted - round_trip).abs().mean() / 2)
+
+    assert change(0.05) < 0.06 < 0.12 < change(1.0)
