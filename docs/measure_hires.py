@@ -74,11 +74,27 @@ def gradient_energy(image: torch.Tensor, region: torch.Tensor) -> float:
                   columns.mean(0)[region[:, 1:] & region[:, :-1]].mean()) / 4)  # images in [-1, 1] -> [0, 1]
 
 
-def drawn_scene(scene_seed: int, index: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """A held-out scene at 256 px, its prompted background drawn at 256 px, and the detail target's region."""
-    scene = render_scene(SIZE, scene_generator(scene_seed, "test", 0, index))
-    background = draw_background(scene["background"], SIZE, torch.Generator().manual_seed(index)).clamp(0, 1) * 2 - 1
-    return scene, background, ~dilate(scene["mask"], 4)[0].bool()
+def drawing(name: str, size: int, seed: int) -> torch.Tensor:
+    """The background `name` as drawn for a prompt, (3, size, size) in [-1, 1]."""
+    return draw_background(name, size, torch.Generator().manual_seed(seed)).clamp(0, 1) * 2 - 1
+
+
+def drawn_scene(scene_seed: int, index: int, size: int = SIZE, dilation: int = 4
+                ) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """A held-out scene at `size`, its prompted background drawn at `size` in [-1, 1], and the detail
+    target's region (outside the object dilated by `dilation` px)."""
+    scene = render_scene(size, scene_generator(scene_seed, "test", 0, index))
+    return scene, drawing(scene["background"], size, index), ~dilate(scene["mask"], dilation)[0].bool()
+
+
+def detail_ratio(numerator: list[float], denominator: list[float], kinds: list[str], digits: int = 2) -> str:
+    """'ratio [low, high]; by kind: ...': the ratio of mean energies with its paired interval, then per kind."""
+    def kind_ratio(kind):
+        return (sum(n for n, k in zip(numerator, kinds) if k == kind)
+                / sum(d for d, k in zip(denominator, kinds) if k == kind))
+
+    return ("{:.2f} [{:.2f}, {:.2f}]; by kind: ".format(*ratio_interval(numerator, denominator))
+            + ", ".join(f"{kind} {kind_ratio(kind):.{digits}f}" for kind in sorted(set(kinds))))
 
 
 def measure_scene(pipeline, options: SamplingOptions, hires: HiresOptions, scene_seed: int, index: int,
@@ -126,18 +142,13 @@ def summary(rows: list[dict]) -> dict:
 def native_detail(pipeline, options: SamplingOptions, scene_seed: int, scenes: int) -> None:
     working, drawn, kinds = [], [], []
     for index in range(scenes):
-        scene = render_scene(64, scene_generator(scene_seed, "test", 0, index))
+        scene, background, region = drawn_scene(scene_seed, index, size=64, dilation=1)
         result = outpaint_photo(pipeline, scene["image"], scene["mask"], scene["caption"], options=options, raw=True,
                                 generator=torch.Generator().manual_seed(index))[0]
-        background = draw_background(scene["background"], 64, torch.Generator().manual_seed(index)).clamp(0, 1) * 2 - 1
-        region = ~dilate(scene["mask"], 1)[0].bool()
         working.append(gradient_energy(result, region))
         drawn.append(gradient_energy(background, region))
         kinds.append(scene["background"])
-    ratio = ratio_interval(working, drawn)
-    print(f"the model at its own size / drawn at 64 px: {ratio[0]:.2f} [{ratio[1]:.2f}, {ratio[2]:.2f}]; by kind: "
-          + ", ".join(f"{kind} {sum(w for w, k in zip(working, kinds) if k == kind) / sum(d for d, k in zip(drawn, kinds) if k == kind):.3f}"
-                      for kind in sorted(set(kinds))))
+    print("the model at its own size / drawn at 64 px: " + detail_ratio(working, drawn, kinds, digits=3))
 
 
 def vae_detail(vae, scene_seed: int, scenes: int) -> None:
@@ -147,8 +158,7 @@ def vae_detail(vae, scene_seed: int, scenes: int) -> None:
     for size in (64, SIZE):
         kept = {}
         for name in BACKGROUNDS:
-            drawn = [draw_background(name, size, torch.Generator().manual_seed(seed)).clamp(0, 1) * 2 - 1
-                     for seed in range(4)]
+            drawn = [drawing(name, size, seed) for seed in range(4)]
             decoded = vae.decode(vae.encode(torch.stack(drawn)).mean).float().clamp(-1, 1)
             everywhere = torch.ones(size, size, dtype=torch.bool)
             kept[name] = (sum(gradient_energy(picture, everywhere) for picture in decoded)
@@ -166,19 +176,15 @@ def vae_detail(vae, scene_seed: int, scenes: int) -> None:
 def denoiser_detail(pipeline, options: SamplingOptions, scene_seed: int, scenes: int,
                     strengths: list[float]) -> None:
     """The tiles given the true detail: each scene drawn at 256 px, re-noised to `strength` and repainted."""
+    drawings = [drawn_scene(scene_seed, index) for index in range(scenes)]
+    drawn = [gradient_energy(background, region) for _, background, region in drawings]
+    kinds = [scene["background"] for scene, _, _ in drawings]
     for strength in strengths:
-        kept, drawn, kinds = [], [], []
-        for index in range(scenes):
-            scene, background, region = drawn_scene(scene_seed, index)
-            painted = repaint(pipeline, scene["image"][None], scene["image"], scene["mask"], scene["caption"], "",
-                              options, strength, torch.Generator().manual_seed(index))[0]
-            kept.append(gradient_energy(painted, region))
-            drawn.append(gradient_energy(background, region))
-            kinds.append(scene["background"])
-        print(f"strength {strength:g}: repainted / drawn " + "{:.2f} [{:.2f}, {:.2f}]; by kind: ".format(
-            *ratio_interval(kept, drawn)) + ", ".join(
-            f"{kind} {sum(k for k, n in zip(kept, kinds) if n == kind) / sum(d for d, n in zip(drawn, kinds) if n == kind):.2f}"
-            for kind in sorted(set(kinds))), flush=True)
+        kept = [gradient_energy(repaint(pipeline, scene["image"][None], scene["image"], scene["mask"],
+                                        scene["caption"], "", options, strength,
+                                        torch.Generator().manual_seed(index))[0], region)
+                for index, (scene, _, region) in enumerate(drawings)]
+        print(f"strength {strength:g}: repainted / drawn " + detail_ratio(kept, drawn, kinds), flush=True)
 
 
 def main(argv=None) -> int:
