@@ -151,6 +151,11 @@ def native_detail(pipeline, options: SamplingOptions, scene_seed: int, scenes: i
     print("the model at its own size / drawn at 64 px: " + detail_ratio(working, drawn, kinds, digits=3))
 
 
+def round_trip(vae, images: torch.Tensor) -> torch.Tensor:
+    """images (N, 3, H, W) in [-1, 1] through the VAE's encode (posterior mean) and decode, clamped to [-1, 1]."""
+    return vae.decode(vae.encode(images).mean).float().clamp(-1, 1)
+
+
 def vae_detail(vae, scene_seed: int, scenes: int) -> None:
     """How much of each drawn background's gradient energy the VAE's encode + decode keeps, at 64 and 256 px
     (the ceiling of what any sampling in its latents can draw): 4 drawings of each kind, ratio of sums; then
@@ -159,7 +164,7 @@ def vae_detail(vae, scene_seed: int, scenes: int) -> None:
         kept = {}
         for name in BACKGROUNDS:
             drawn = [drawing(name, size, seed) for seed in range(4)]
-            decoded = vae.decode(vae.encode(torch.stack(drawn)).mean).float().clamp(-1, 1)
+            decoded = round_trip(vae, torch.stack(drawn))
             everywhere = torch.ones(size, size, dtype=torch.bool)
             kept[name] = (sum(gradient_energy(picture, everywhere) for picture in decoded)
                           / sum(gradient_energy(picture, everywhere) for picture in drawn))
@@ -168,7 +173,7 @@ def vae_detail(vae, scene_seed: int, scenes: int) -> None:
     for index in range(scenes):
         scene, background, region = drawn_scene(scene_seed, index)
         drawn.append(gradient_energy(background, region))
-        decoded.append(gradient_energy(vae.decode(vae.encode(background[None]).mean).float().clamp(-1, 1)[0], region))
+        decoded.append(gradient_energy(round_trip(vae, background[None])[0], region))
     print(f"VAE ceiling of detail / drawn over {scenes} scenes (seed {scene_seed}): "
           + "{:.2f} [{:.2f}, {:.2f}]".format(*ratio_interval(decoded, drawn)))
 
