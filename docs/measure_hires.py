@@ -56,7 +56,7 @@ from salient_outpaint.data.masks import dilate  # noqa: E402
 from salient_outpaint.data.synthetic import BACKGROUNDS, draw_background, render_scene, scene_generator  # noqa: E402
 from salient_outpaint.evaluation.bootstrap import mean_interval, ratio_interval  # noqa: E402
 from salient_outpaint.evaluation.expansion import object_expansion  # noqa: E402
-from salient_outpaint.hires import HiresOptions, repaint  # noqa: E402
+from salient_outpaint.hires import PROMPT, HiresOptions, repaint  # noqa: E402
 from salient_outpaint.loading import load_models  # noqa: E402
 from salient_outpaint.options import SamplingOptions  # noqa: E402
 from salient_outpaint.photo import outpaint_photo, resize  # noqa: E402
@@ -201,6 +201,9 @@ def main(argv=None) -> int:
     parser.add_argument("--strength", type=float, default=HiresOptions().hires_strength)
     parser.add_argument("--passes", type=int, default=HiresOptions().hires_passes,
                         help="enlargements from 64 to 256 px (2: 128, then 256)")
+    parser.add_argument("--hires-prompt", default=HiresOptions().hires_prompt,
+                        help=f"what the tiles are told ({PROMPT}: the scene's caption), e.g. 'a close-up of "
+                             f"{PROMPT}' for a model trained with its close-ups captioned so (docs/toy_world.md)")
     parser.add_argument("--out", default="runs/hires_toy")
     parser.add_argument("--weights", default=None,
                         help="a toy-preset weights folder (default: weights/toy, trained on whole scenes; "
@@ -224,7 +227,8 @@ def main(argv=None) -> int:
     if args.native:
         native_detail(pipeline, options, args.scene_seed, args.scenes)
         return 0
-    hires = HiresOptions(hires_size=SIZE, hires_strength=args.strength, hires_passes=args.passes)
+    hires = HiresOptions(hires_size=SIZE, hires_strength=args.strength, hires_passes=args.passes,
+                         hires_prompt=args.hires_prompt)
     segmenter, rows = ColourSegmenter(), []
     for index in range(args.scenes):
         row, pictures = measure_scene(pipeline, options, hires, args.scene_seed, index, segmenter)

@@ -47,14 +47,21 @@ from .tiles import scaled, tiled
 from .vae_tiling import decode, encode_tiled
 
 
+PROMPT = "{prompt}"
+
+
 @dataclass(frozen=True)
 class HiresOptions:
     hires_size: int = 2048  # the long side at most, pixels; a multiple of 8
     hires_strength: float = 0.4  # how far the result is re-noised: (0, 1], 1 = from pure noise
     hires_passes: int = 1  # how many enlargements to get there, each by about the same factor
+    hires_prompt: str = PROMPT  # what the tiles are told; PROMPT in it stands for the photo's prompt
 
     def __post_init__(self):
         size, strength, passes = self.hires_size, self.hires_strength, self.hires_passes
+        if not self.hires_prompt.strip():
+            raise OptionError(lambda name: f"{name('hires_prompt')} is empty; give a text, {PROMPT} standing for "
+                                           f"the photo's prompt (default: {PROMPT})")
         if passes < 1:
             raise OptionError(lambda name: f"{name('hires_passes')} must be at least 1, got {passes}")
         if size < 8 or size % 8:
@@ -64,7 +71,8 @@ class HiresOptions:
 
 
 def add_hires_arguments(parser) -> None:
-    """--hires, --hires-size, --hires-strength on a command line (sample.py, app.py); ranges: HiresOptions."""
+    """--hires, --hires-size, --hires-strength, --hires-prompt on a command line (sample.py, app.py); ranges:
+    HiresOptions."""
     default = HiresOptions()
     group = parser.add_argument_group("detail at the photo's size (--hires)")
     group.add_argument("--hires", action="store_true",
@@ -78,11 +86,17 @@ def add_hires_arguments(parser) -> None:
     group.add_argument("--hires-strength", type=float, default=default.hires_strength,
                        help=f"how much of the upscaled result --hires paints again, in (0, 1]: the last "
                             f"steps x strength of the sampler's steps (default: {default.hires_strength})")
+    group.add_argument("--hires-prompt", default=default.hires_prompt, metavar="TEXT",
+                       help=f"what the tiles are told, {PROMPT} standing for the photo's prompt: a tile of a "
+                            f"large photo is a close-up, and a model that learnt close-ups from their captions "
+                            f"draws their detail when told so, e.g. 'a close-up of {PROMPT}' (default: {PROMPT}, "
+                            f"the prompt itself)")
 
 
 def hires_options(args) -> HiresOptions | None:
     """The options of the flags, checked (OptionError) even without --hires: a bad value is a mistake."""
-    options = HiresOptions(hires_size=args.hires_size, hires_strength=args.hires_strength)
+    options = HiresOptions(hires_size=args.hires_size, hires_strength=args.hires_strength,
+                           hires_prompt=args.hires_prompt)
     return options if args.hires else None
 
 
@@ -114,8 +128,8 @@ def refine(pipeline: OutpaintPipeline, generated: torch.Tensor, working_mask: to
     """generated (N, 3, h, w) at the working size with its mask (1, h, w); the photo (3, H, W) and its mask
     (1, H, W) shrunk to `size` (H', W') by the caller -> (N, 3, H', W') in [-1, 1]."""
     init = composite(generated, working_mask, image, object_mask, options.feather)  # (N, 3, H', W')
-    painted = repaint(pipeline, init, image, object_mask, prompt, negative_prompt, options, hires.hires_strength,
-                      generator, progress)
+    painted = repaint(pipeline, init, image, object_mask, hires.hires_prompt.replace(PROMPT, prompt),
+                      negative_prompt, options, hires.hires_strength, generator, progress)
     return keep_layout(painted, background(generated, working_mask, size), object_mask, generated.shape[-2:])
 
 

@@ -6,8 +6,10 @@ import sample as sample_cli
 import torch.nn.functional as F
 
 from salient_outpaint.data.synthetic import render_scene, scene_generator
+from salient_outpaint import hires as hires_module
 from salient_outpaint.hires import HiresOptions, keep_layout, lowpass, pass_sizes, repaint
 from salient_outpaint.loading import load_models
+from salient_outpaint.modules.text import encode_prompts
 from salient_outpaint.options import OptionError, SamplingOptions
 from salient_outpaint.photo import outpaint_photo
 from salient_outpaint.pipeline import OutpaintPipeline
@@ -83,6 +85,8 @@ def test_a_photo_no_larger_than_the_working_size_is_not_painted_again(pipeline):
     (["--hires-strength", "0"], "--hires-strength must be in (0, 1], got 0"),
     (["--hires-strength", "1.5"], "--hires-strength must be in (0, 1], got 1.5"),
     (["--hires-strength", "nan"], "--hires-strength must be in (0, 1], got nan"),
+    (["--hires-prompt", " "], "--hires-prompt is empty; give a text, {prompt} standing for the photo's prompt "
+                              "(default: {prompt})"),
 ])
 def test_bad_hires_values_are_one_line_and_exit_2_before_models_load(flags, message, capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(sample_cli, "load_models", lambda *args, **kwargs: pytest.fail("models were loaded"))
@@ -95,6 +99,26 @@ def test_hires_options_are_checked_where_they_are_made():
         HiresOptions(hires_strength=-0.1)
     with pytest.raises(OptionError, match="hires_passes must be at least 1, got 0"):
         HiresOptions(hires_passes=0)
+    with pytest.raises(OptionError, match="hires_prompt is empty"):
+        HiresOptions(hires_prompt="")
+
+
+def test_the_tiles_are_told_the_hires_prompt_and_the_working_size_run_the_prompt(pipeline, monkeypatch):
+    """--hires-prompt 'a close-up of {prompt}': the tiles' text (and only theirs) is the photo's prompt in it."""
+    told = []
+
+    def spy(text_encoder, tokenizer, prompts):
+        told.append(list(prompts))
+        return encode_prompts(text_encoder, tokenizer, prompts)
+
+    monkeypatch.setattr(hires_module, "encode_prompts", spy)
+    image, mask = torch.zeros(3, 128, 128), torch.zeros(1, 128, 128)
+    mask[:, 40:80, 40:80] = 1
+    hires = HiresOptions(hires_size=128, hires_strength=0.5, hires_prompt="a close-up of {prompt}, sharp")
+    refined = outpaint_photo(pipeline, image, mask, "a red square in front of sand", negative_prompt="blurry",
+                             options=FAST, generator=torch.Generator().manual_seed(0), hires=hires)
+    assert refined.shape == (1, 3, 128, 128)
+    assert told == [["blurry", "a close-up of a red square in front of sand, sharp"]]
 
 
 def test_the_passes_enlarge_by_equal_factors_to_the_size():
