@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from salient_outpaint.data.synthetic import render_scene, scene_generator
 from salient_outpaint import hires as hires_module
+from salient_outpaint import pipeline as pipeline_module
 from salient_outpaint.hires import HiresOptions, keep_layout, lowpass, pass_sizes, repaint
 from salient_outpaint.loading import load_models
 from salient_outpaint.modules.text import encode_prompts
@@ -107,18 +108,22 @@ def test_the_tiles_are_told_the_hires_prompt_and_the_working_size_run_the_prompt
     """--hires-prompt 'a close-up of {prompt}': the tiles' text (and only theirs) is the photo's prompt in it."""
     told = []
 
-    def spy(text_encoder, tokenizer, prompts):
-        told.append(list(prompts))
-        return encode_prompts(text_encoder, tokenizer, prompts)
+    def spy(who):
+        def encode(text_encoder, tokenizer, prompts):
+            told.append((who, list(prompts)))
+            return encode_prompts(text_encoder, tokenizer, prompts)
+        return encode
 
-    monkeypatch.setattr(hires_module, "encode_prompts", spy)
+    monkeypatch.setattr(pipeline_module, "encode_prompts", spy("working size"))
+    monkeypatch.setattr(hires_module, "encode_prompts", spy("tiles"))
     image, mask = torch.zeros(3, 128, 128), torch.zeros(1, 128, 128)
     mask[:, 40:80, 40:80] = 1
     hires = HiresOptions(hires_size=128, hires_strength=0.5, hires_prompt="a close-up of {prompt}, sharp")
     refined = outpaint_photo(pipeline, image, mask, "a red square in front of sand", negative_prompt="blurry",
                              options=FAST, generator=torch.Generator().manual_seed(0), hires=hires)
     assert refined.shape == (1, 3, 128, 128)
-    assert told == [["blurry", "a close-up of a red square in front of sand, sharp"]]
+    assert told == [("working size", ["blurry", "a red square in front of sand"]),
+                    ("tiles", ["blurry", "a close-up of a red square in front of sand, sharp"])]
 
 
 def test_the_passes_enlarge_by_equal_factors_to_the_size():
