@@ -34,9 +34,11 @@ from salient_outpaint.inputs import flag
 from salient_outpaint.outputs import check_output_folder, ends_in_one_line
 from salient_outpaint.training.config import STAGES, TrainConfig
 from salient_outpaint.training.loop import benchmark, precompute, train
+from salient_outpaint.training.objective import TEXTURE_WINDOW
 
 HELP = {
-    "stage": f"what to train: {', '.join(STAGES)} (controlnet is the paper; vae and unet build the toy world)",
+    "stage": f"what to train: {', '.join(STAGES)} (controlnet is the paper; vae and unet build the toy world; "
+             "decoder fine-tunes the VAE's decoder alone, leaving the encoder and so the latents unchanged)",
     "preset": f"architecture: {', '.join(PRESETS)}",
     "init": "checkpoints to load first (files or folders in any layout the loader reads); "
             "a ControlNet not among them starts as a copy of the loaded U-Net",
@@ -68,6 +70,9 @@ HELP = {
     "compile": "torch.compile the networks (the first steps are slower while it compiles)",
     "empty_prompt_probability": "fraction of captions replaced by '' (for classifier-free guidance)",
     "kl_weight": "KL weight of the VAE stage",
+    "texture_weight": f"vae and decoder stages: weight of a texture term that asks each {TEXTURE_WINDOW} px window "
+                      "of the reconstruction for the image's gradient energy, not its exact pixels; an L1/L2 loss alone "
+                      "blurs texture whose grains the latents do not pin down (0: off)",
     "seed": "seed of the initial weights, data order and every per-sample random draw",
     "log_every": "steps between log lines",
     "checkpoint_every": "steps between checkpoints",

@@ -254,7 +254,10 @@ ROWS = [
                              (["--learning-rate", "-1"], "--learning-rate must be a finite number > 0"),
                              (["--learning-rate", "nan"], "--learning-rate must be a finite number > 0, got nan"),
                              (["--empty-prompt-probability", "2"], "--empty-prompt-probability must be"),
-                             (["--data-weights", "inf"], "--data-weights must be a finite number"))],
+                             (["--data-weights", "inf"], "--data-weights must be a finite number"),
+                             (["--texture-weight", "-1"], "--texture-weight must not be negative, got -1.0"),
+                             (["--stage", "unet", "--texture-weight", "1"], "--texture-weight is a term of the vae "
+                              "and decoder stages' loss, not the unet stage's"))],
     Row("train: --out-dir a file", "train", lambda root: ["--steps", "1", "--out-dir", f"{root}/a_file"], 2,
         "--out-dir"),
     Row("train: --out-dir read-only", "train", lambda root: ["--steps", "1", "--out-dir", f"{root}/out"], 2,

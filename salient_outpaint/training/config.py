@@ -11,14 +11,16 @@ from ..config import PRESETS, ModelConfig, variant
 from ..inputs import MAX_RESOLUTION, check_number, flag
 from ..precision import DTYPES, resolve_dtype
 
-STAGES = ("vae", "unet", "controlnet")
+STAGES = ("vae", "decoder", "unet", "controlnet")
+AUTOENCODER_STAGES = ("vae", "decoder")  # trained on reconstruction (objective.vae_loss), not on denoising
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # stage "controlnet" is the paper: the ControlNet learns on object masks, everything else frozen.
     # "vae" and "unet" train the toy world's own autoencoder and inpainting U-Net (pretrained SD2
-    # weights take their place for real images).
+    # weights take their place for real images). "decoder" fine-tunes the VAE's decoder alone, the encoder
+    # frozen, so that the latents the U-Net and ControlNet learnt keep their meaning (as SD's ft-MSE VAE).
     stage: str = "controlnet"
     preset: str = "toy"
     init: tuple[str, ...] = ()  # checkpoints loaded before training (any layout the loader reads)
@@ -47,6 +49,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the networks
     empty_prompt_probability: float = 0.1  # keeps classifier-free guidance possible
     kl_weight: float = 1e-6  # VAE stage only
+    texture_weight: float = 0.0  # vae and decoder stages: weight of objective.texture_loss (0: off)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 200
@@ -104,6 +107,9 @@ class TrainConfig:
             raise ValueError("give one --data-weights value per --data spec")
         if self.latents and any(spec.startswith("shards:") for spec in self.data):
             raise ValueError("precomputed --latents are made from indexable data (folders, COCO, toy), not shards:")
+        if self.texture_weight and self.stage not in AUTOENCODER_STAGES:
+            raise ValueError(f"--texture-weight is a term of the {' and '.join(AUTOENCODER_STAGES)} stages' loss, not the {self.stage} "
+                             "stage's; leave it out (0)")
         if self.latents and self.stage != "controlnet":
             raise ValueError("precomputed --latents serve the controlnet stage only: its paint mask is fixed by the "
                              f"object mask, while the {self.stage} stage draws new masks (or trains the encoder) "
@@ -126,7 +132,7 @@ LOG_SINKS = ("", "tensorboard")
 # would never move; a negative clipping norm flips the gradients; a negative learning rate climbs the loss.
 NUMBER_RANGES = {"learning_rate": {"above": 0}, "weight_decay": {"at_least": 0}, "max_grad_norm": {"above": 0},
                  "ema_decay": {"at_least": 0, "below": 1}, "empty_prompt_probability": {"at_least": 0, "at_most": 1},
-                 "kl_weight": {"at_least": 0}}
+                 "kl_weight": {"at_least": 0}, "texture_weight": {"at_least": 0}}
 
 # What a resumed run may set anew: when to log, checkpoint and validate, how long to run, how the data
 # is read (not which data), how much memory the backward pass takes. Every other field decides the

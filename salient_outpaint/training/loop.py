@@ -40,7 +40,9 @@ from .run_folder import RunLog, note, run_folder
 from .state import restore_rng_states, rng_states, save_training_state
 from .validation import dataset_items, save_validation_grid, user_items, validation_grid
 
-TRAINABLE = {"vae": ("vae",), "unet": ("unet", "text_encoder"), "controlnet": ("controlnet",)}
+TRAINABLE = {"vae": ("vae",), "decoder": ("vae",), "unet": ("unet", "text_encoder"), "controlnet": ("controlnet",)}
+# parts of a trained network that stay frozen: the decoder stage keeps the encoder, so latents keep their meaning
+FROZEN_PARTS = {"decoder": {"vae": ("encoder", "quant_conv")}}
 
 
 def checked_dataset(config: TrainConfig, process: distributed.Process):
@@ -72,6 +74,8 @@ def prepare_networks(config: TrainConfig, device: torch.device) -> Models:
         trainable = name in TRAINABLE[config.stage]
         module.requires_grad_(trainable)
         module.train(trainable)
+        for part in FROZEN_PARTS.get(config.stage, {}).get(name, ()):
+            module.get_submodule(part).requires_grad_(False).eval()
         if hasattr(module, "gradient_checkpointing"):
             module.gradient_checkpointing = config.gradient_checkpointing
     if config.compile:
@@ -116,11 +120,12 @@ class Trainer:
             self.networks, stage=config.stage,
             prediction_type=config.objective or self.networks.config.schedule.prediction_type,
             empty_prompt_probability=config.empty_prompt_probability, kl_weight=config.kl_weight,
-            captions_kept=captions_kept).to(process.device)
+            texture_weight=config.texture_weight, captions_kept=captions_kept).to(process.device)
         self.synced_objective = (DistributedDataParallel(self.training_objective) if process.world_size > 1
                                  else self.training_objective)
         self.trained_networks = {name: self.networks.components()[name] for name in TRAINABLE[config.stage]}
-        self.trained_parameters = [p for module in self.trained_networks.values() for p in module.parameters()]
+        self.trained_parameters = [p for module in self.trained_networks.values() for p in module.parameters()
+                                   if p.requires_grad]
         self.optimizer, self.scheduler = adamw_with_warmup(self.trained_parameters, config)
         self.scaler = torch.amp.GradScaler(process.device.type, enabled=config.precision == "fp16")
         self.ema = ({name: {k: v.detach().clone() for k, v in module.state_dict().items()}

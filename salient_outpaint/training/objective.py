@@ -21,6 +21,7 @@ from ..data.masks import dilate, erode, random_inpainting_mask
 from ..modules.models import Models, dtype_of
 from ..modules.text import Tokenizer
 from ..sampling.schedule import add_noise, alphas_cumprod, velocity
+from .config import AUTOENCODER_STAGES
 
 
 def per_sample_randn(generators: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
@@ -32,6 +33,25 @@ def per_sample_uniform(generators: list[torch.Generator]) -> torch.Tensor:
 
 
 CAPTIONS_KEPT = 256  # 77 x 1024 fp32 each at SD2 size: 80 MB
+TEXTURE_WINDOW = 8  # px: the windows of texture_loss, overlapping by half
+
+
+def local_gradient_energy(images: torch.Tensor, window: int = TEXTURE_WINDOW) -> torch.Tensor:
+    """(B, C, H, W) -> (B, 1, h, w): the mean squared difference of neighbouring pixels (right and
+    below, over channels) in each window, the windows overlapping by half."""
+    across = F.pad((images[..., :, 1:] - images[..., :, :-1]) ** 2, (0, 1, 0, 0))
+    down = F.pad((images[..., 1:, :] - images[..., :-1, :]) ** 2, (0, 0, 0, 1))
+    return F.avg_pool2d((across + down).mean(1, keepdim=True), window, window // 2)
+
+
+def texture_loss(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """How far each window's gradient energy (as a root mean square) is from the image's. Where the
+    latents do not pin down where a texture's grains are (grass, sand, stars at a few pixels), L1 and L2
+    are least for a blur; this term asks for as much texture as the image has, wherever it is."""
+    def rms(x):
+        return local_gradient_energy(x).add(1e-6).sqrt()
+
+    return (rms(reconstruction) - rms(images)).abs().mean()
 
 
 class TrainingObjective(nn.Module):
@@ -39,9 +59,10 @@ class TrainingObjective(nn.Module):
     "v_prediction", what the U-Net is trained to predict."""
 
     def __init__(self, models: Models, stage: str, prediction_type: str, empty_prompt_probability: float,
-                 kl_weight: float, captions_kept: int = CAPTIONS_KEPT):
+                 kl_weight: float, texture_weight: float = 0.0, captions_kept: int = CAPTIONS_KEPT):
         super().__init__()
-        self.stage, self.prediction_type, self.kl_weight = stage, prediction_type, kl_weight
+        self.stage, self.prediction_type = stage, prediction_type
+        self.kl_weight, self.texture_weight = kl_weight, texture_weight
         self.empty_prompt_probability, self.captions_kept = empty_prompt_probability, captions_kept
         self.config = models.config
         self.networks = nn.ModuleDict(models.components())
@@ -52,18 +73,23 @@ class TrainingObjective(nn.Module):
         self.text_cache: dict[str, torch.Tensor] = {}
 
     def forward(self, batch: dict, generators: list[torch.Generator]) -> torch.Tensor:
-        if self.stage == "vae":
+        if self.stage in AUTOENCODER_STAGES:
             return self.vae_loss(batch["image"], generators)
         return self.diffusion_loss(batch, generators)
 
     def vae_loss(self, images, generators):
-        """Reconstruction (L1 + L2) plus a small KL term; SD's VAE also had perceptual and GAN terms,
-        which the toy world does without."""
+        """Reconstruction (L1 + L2), the texture term if weighted, and (vae stage; the decoder stage's
+        encoder is frozen) a small KL term. SD's VAE had perceptual and GAN terms where the toy world has
+        the texture term."""
         posterior = self.networks["vae"].encode(images)
         noise = per_sample_randn(generators, tuple(posterior.mean.shape[1:])).to(images.device)
         reconstruction = self.networks["vae"].decode(posterior.mean + posterior.std * noise)
-        per_pixel = F.l1_loss(reconstruction, images) + F.mse_loss(reconstruction, images)
-        return per_pixel + self.kl_weight * posterior.kl().mean()
+        loss = F.l1_loss(reconstruction, images) + F.mse_loss(reconstruction, images)
+        if self.texture_weight:
+            loss = loss + self.texture_weight * texture_loss(reconstruction, images)
+        if self.stage == "vae":
+            loss = loss + self.kl_weight * posterior.kl().mean()
+        return loss
 
     def encode_text(self, captions: list[str]) -> torch.Tensor:
         encoder = self.networks["text_encoder"]

@@ -1,6 +1,6 @@
 """Validation images during training: a grid a person can look at to see what the run has learned.
 
-    vae stage:            inputs | reconstructions
+    vae, decoder stages:  inputs | reconstructions
     unet/controlnet:      inputs | object masks | samples (20 DPM-Solver++ steps, guidance 5)
 The items are the user's own (`--validation-image`, `--validation-mask`, `--validation-prompt`,
 read and checked before step 0, centre-cropped to --resolution) or else the first items of the
@@ -18,6 +18,7 @@ from ..inputs import check_mask_size
 from ..modules.models import Models
 from ..options import SamplingOptions
 from ..pipeline import OutpaintPipeline
+from .config import AUTOENCODER_STAGES
 
 VALIDATION_ITEMS = 4
 
@@ -57,7 +58,7 @@ def validation_grid(models: Models, stage: str, items: list[dict], device: torch
     masks = torch.stack([item["mask"] for item in items])
     modes = {name: module.training for name, module in models.components().items()}
     try:
-        if stage == "vae":
+        if stage in AUTOENCODER_STAGES:
             models.vae.eval()
             outputs = models.vae.decode(models.vae.encode(images.to(device, torch.float32)).mean).float().cpu()
             return make_grid([*images, *outputs.clamp(-1, 1)], columns=len(items))
