@@ -70,9 +70,9 @@ HELP = {
     "compile": "torch.compile the networks (the first steps are slower while it compiles)",
     "empty_prompt_probability": "fraction of captions replaced by '' (for classifier-free guidance)",
     "kl_weight": "KL weight of the VAE stage",
-    "texture_weight": f"vae and decoder stages: weight of a texture term that asks each {TEXTURE_WINDOW} px window "
-                      "of the reconstruction for the image's gradient energy, not its exact pixels; an L1/L2 loss alone "
-                      "blurs texture whose grains the latents do not pin down (0: off)",
+    "texture_weight": f"vae and decoder stages: weight of a texture term that asks each {TEXTURE_WINDOW} px "
+                      "window of the reconstruction for the image's gradient energy, not its exact pixels; an L1/L2 "
+                      "loss alone blurs texture whose grains the latents do not pin down (0: off)",
     "seed": "seed of the initial weights, data order and every per-sample random draw",
     "log_every": "steps between log lines",
     "checkpoint_every": "steps between checkpoints",

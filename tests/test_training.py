@@ -75,8 +75,8 @@ def test_the_texture_term_prefers_grains_elsewhere_to_a_blur():
 @pytest.mark.slow
 def test_the_texture_term_gives_back_detail_that_l1_and_l2_blur(tmp_path):
     """The shipped toy VAE (L1 + L2 only) decodes close-ups (64 px corners of drawings at 256 px) of grass,
-    stars and sand blurred. The decoder
-    stage's texture term brings their gradient energy nearer to the drawing's than the same steps without it."""
+    stars and sand blurred. The decoder stage's texture term brings their gradient energy nearer to the
+    drawing's than the same steps without it."""
     drawings = torch.stack([draw_background(name, 256, torch.Generator().manual_seed(seed))[:, :64, :64]
                             for name in ("grass", "night", "sand") for seed in range(2)]).clamp(0, 1) * 2 - 1
     base = toy_config(tmp_path, stage="decoder", init=(str(ROOT / "weights" / "toy" / "vae"),),
@@ -222,15 +222,18 @@ def test_two_nodes_of_one_process_match_one_process(tmp_path, one_process_weight
     assert_ranks_match_one_process(tmp_path / "two", one_process_weights)
 
 
-@pytest.mark.parametrize("stage", ["vae", "controlnet"])
+@pytest.mark.parametrize("stage", ["vae", "decoder", "controlnet"])
 def test_validation_grids_are_written_and_training_mode_is_restored(tmp_path, stage):
     config = toy_config(tmp_path, stage=stage, steps=2, validate_every=2, checkpoint_every=2)
     trainer = Trainer(config, distributed.single_process())
     fit(trainer)
     grid = Path(config.out_dir) / "validation" / "step_0000002.png"
     assert grid.is_file()
-    trained = trainer.trained_networks[stage]
-    assert trained.training and all(p.requires_grad for p in trained.parameters())
+    trained = trainer.trained_networks["vae" if stage == "decoder" else stage]
+    frozen = {"encoder", "quant_conv"} if stage == "decoder" else set()  # the decoder stage keeps the encoder
+    for name, part in trained.named_children():
+        learns = name not in frozen
+        assert part.training == learns and all(p.requires_grad == learns for p in part.parameters()), name
     unet = trainer.networks.unet
     assert not unet.training and not any(p.requires_grad for p in unet.parameters())
 

@@ -108,8 +108,8 @@ class TrainConfig:
         if self.latents and any(spec.startswith("shards:") for spec in self.data):
             raise ValueError("precomputed --latents are made from indexable data (folders, COCO, toy), not shards:")
         if self.texture_weight and self.stage not in AUTOENCODER_STAGES:
-            raise ValueError(f"--texture-weight is a term of the {' and '.join(AUTOENCODER_STAGES)} stages' loss, not the {self.stage} "
-                             "stage's; leave it out (0)")
+            raise ValueError(f"--texture-weight is a term of the {' and '.join(AUTOENCODER_STAGES)} stages' loss, "
+                             f"not the {self.stage} stage's; leave it out (0)")
         if self.latents and self.stage != "controlnet":
             raise ValueError("precomputed --latents serve the controlnet stage only: its paint mask is fixed by the "
                              f"object mask, while the {self.stage} stage draws new masks (or trains the encoder) "

@@ -56,7 +56,8 @@ def dataset_items(dataset) -> list[dict]:
 def validation_grid(models: Models, stage: str, items: list[dict], device: torch.device, seed: int) -> torch.Tensor:
     images = torch.stack([item["image"] for item in items])
     masks = torch.stack([item["mask"] for item in items])
-    modes = {name: module.training for name, module in models.components().items()}
+    # every submodule's own mode: a network may hold frozen parts in eval (training/loop.py: FROZEN_PARTS)
+    modes = {module: module.training for network in models.components().values() for module in network.modules()}
     try:
         if stage in AUTOENCODER_STAGES:
             models.vae.eval()
@@ -69,8 +70,8 @@ def validation_grid(models: Models, stage: str, items: list[dict], device: torch
                    for item in items]
         return make_grid([*images, *mask_as_image(masks), *samples], columns=len(items))
     finally:
-        for name, module in models.components().items():
-            module.train(modes[name])
+        for module, training in modes.items():
+            module.training = training
 
 
 def save_validation_grid(grid: torch.Tensor, out_dir: str | Path, step: int) -> Path:
